@@ -1,0 +1,432 @@
+//! Stage 3: resolve every layer against the op table, read its arguments, and infer and check
+//! every shape along the topological order. The only stage that knows shape rules.
+//!
+//! All mistakes are collected and reported together; a layer whose own mistake hides its output
+//! width does not cause follow-on errors downstream.
+
+use std::collections::HashMap;
+
+use petgraph::graph::NodeIndex;
+use proc_macro2::Span;
+use syn::{Expr, ExprLit, Ident, Lit};
+
+use crate::graph::{Graph, Node};
+use crate::ops::{self, Gives, InitSpec, OpSpec, Takes};
+use crate::parse::{Form, Layer, NetworkDef};
+
+/// A network whose every op, argument and shape is known and consistent.
+pub struct Checked<'a> {
+    /// The network's name in messages: the struct's name, or `network` for the expression form.
+    pub name: String,
+    /// The element type: `f32` or `f64`.
+    pub elem: Ident,
+    /// Every value: index 0 is the network's input, the others are outputs of `nodes`.
+    pub values: Vec<Value>,
+    /// The layers in topological order (the loss, if any, last).
+    pub nodes: Vec<CheckedNode<'a>>,
+    /// The value the network returns from `forward` (what flows into the loss, if any).
+    pub output: usize,
+    /// The number of trainable scalars.
+    pub param_count: usize,
+}
+
+/// A tensor flowing along an edge: `batch × width`.
+pub struct Value {
+    /// Features per sample.
+    pub width: usize,
+    /// Whether backward must compute the loss's gradient with respect to it: only if a parameter
+    /// lies upstream of it.
+    pub needs_grad: bool,
+    /// The node producing it, `None` for the network's input.
+    pub producer: Option<usize>,
+}
+
+/// A layer resolved against the op table.
+pub struct CheckedNode<'a> {
+    /// The layer as written.
+    pub layer: &'a Layer,
+    /// Its row in the op table.
+    pub op: &'static OpSpec,
+    /// Its name in generated code and parameter names: op name and a counter, e.g. `affine0`.
+    pub ident: String,
+    /// The values it consumes.
+    pub inputs: Vec<usize>,
+    /// The value it produces (for a loss: none is stored; the index is still reserved).
+    pub output: usize,
+    /// Its parameters.
+    pub params: Vec<CheckedParam>,
+}
+
+/// A parameter with its shape resolved.
+pub struct CheckedParam {
+    /// `weight`, `bias`.
+    pub name: &'static str,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// How it starts.
+    pub init: ResolvedInit,
+}
+
+/// [`InitSpec`] with the fan-in resolved to a number.
+#[derive(Clone, Copy)]
+pub enum ResolvedInit {
+    Weight { fan_in: usize },
+    Zero,
+}
+
+/// Width of a value while checking: known, or unknown because of an earlier error.
+#[derive(Clone, Copy)]
+enum Width {
+    Known(usize),
+    /// The network's input before a layer has fixed it.
+    Free,
+    /// Hidden by an error already reported.
+    Unknown,
+}
+
+pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<'a>> {
+    let mut errors = Errors::default();
+
+    let name = match &def.form {
+        Form::Item { ident, .. } => ident.to_string(),
+        Form::Expr => "network".to_owned(),
+    };
+    let elem = match &def.elem {
+        None => Ident::new("f32", Span::call_site()),
+        Some(elem) if elem == "f32" || elem == "f64" => elem.clone(),
+        Some(elem) => {
+            errors.push(syn::Error::new_spanned(
+                elem,
+                format!("the element type must be `f32` or `f64`, not `{elem}`"),
+            ));
+            Ident::new("f32", Span::call_site())
+        }
+    };
+
+    let mut widths: HashMap<NodeIndex, Width> = HashMap::new();
+    let mut value_of: HashMap<NodeIndex, usize> = HashMap::new();
+    let mut values = Vec::new();
+    let mut nodes: Vec<CheckedNode> = Vec::new();
+    let mut counters: HashMap<&str, usize> = HashMap::new();
+    let mut loss: Option<&Layer> = None;
+
+    for &index in &graph.order {
+        let layer = match graph.dag[index] {
+            Node::Input => {
+                widths.insert(index, Width::Free);
+                value_of.insert(index, 0);
+                values.push(Value {
+                    width: 0,
+                    needs_grad: false,
+                    producer: None,
+                });
+                continue;
+            }
+            Node::Layer(layer) => layer,
+        };
+        widths.insert(index, Width::Unknown);
+        let inputs = graph.inputs(index);
+
+        // Nothing may follow a loss.
+        for &input in &inputs {
+            if let Node::Layer(producer) = graph.dag[input]
+                && ops::lookup(&producer.name.to_string()).is_some_and(OpSpec::is_loss)
+            {
+                let this = layer.name.to_string();
+                let message = if ops::lookup(&this).is_some_and(OpSpec::is_loss) {
+                    format!(
+                        "a network has at most one loss, but `{this}` comes after the loss `{}`",
+                        producer.name
+                    )
+                } else {
+                    format!(
+                        "`{this}` comes after the loss `{}`; a loss must end the network",
+                        producer.name
+                    )
+                };
+                errors.push(syn::Error::new_spanned(layer, message));
+            }
+        }
+
+        let Some(op) = resolve(layer, &mut errors) else {
+            continue;
+        };
+        if op.is_loss() {
+            if let Some(first) = loss
+                && !inputs
+                    .iter()
+                    .any(|&i| matches!(graph.dag[i], Node::Layer(l) if std::ptr::eq(l, first)))
+            {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "a network has at most one loss, but it has `{}` and `{}`",
+                        first.name, layer.name
+                    ),
+                ));
+            }
+            loss.get_or_insert(layer);
+        }
+        let Some(args) = arguments(layer, op, &mut errors) else {
+            continue;
+        };
+        let Some(params) = parameters(layer, op, &args, &mut errors) else {
+            continue;
+        };
+
+        // The shape rule: what the op takes, against what flows in.
+        let input = inputs[0];
+        let in_width = match (widths[&input], op.takes) {
+            (Width::Free, Takes::Arg(i)) => {
+                values[value_of[&input]].width = args[i];
+                widths.insert(input, Width::Known(args[i]));
+                Some(args[i])
+            }
+            (Width::Free, _) => {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "the network's input width is unknown: `{}` takes any width, so the network must \
+                         begin with a layer that fixes it, such as `affine(784, 50)`",
+                        layer.describe()
+                    ),
+                ));
+                None
+            }
+            (Width::Unknown, _) => None,
+            (Width::Known(width), Takes::Arg(i)) if width != args[i] => {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "{} takes {} features, but {} produces {width}",
+                        layer.describe(),
+                        args[i],
+                        describe(graph, input)
+                    ),
+                ));
+                None
+            }
+            (Width::Known(width), Takes::AtLeast(min)) if width < min => {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "{} needs at least {min} features, but {} produces {width}",
+                        layer.describe(),
+                        describe(graph, input)
+                    ),
+                ));
+                None
+            }
+            (Width::Known(width), _) => Some(width),
+        };
+        let out_width = match op.gives {
+            Gives::Arg(i) => Some(args[i]),
+            Gives::Same => in_width,
+        };
+        let Some(out_width) = out_width else {
+            continue;
+        };
+        if in_width.is_none() {
+            // The output is known, but this node is broken: let consumers check against it, and
+            // do not build it.
+            widths.insert(index, Width::Known(out_width));
+            continue;
+        }
+        widths.insert(index, Width::Known(out_width));
+
+        let counter = counters.entry(op.name).or_default();
+        let ident = format!("{}{}", op.name, counter);
+        *counter += 1;
+        let inputs: Vec<usize> = inputs.iter().map(|i| value_of[i]).collect();
+        let needs_grad = !params.is_empty() || inputs.iter().any(|&v| values[v].needs_grad);
+        let output = values.len();
+        values.push(Value {
+            width: out_width,
+            needs_grad,
+            producer: Some(nodes.len()),
+        });
+        value_of.insert(index, output);
+        nodes.push(CheckedNode {
+            layer,
+            op,
+            ident,
+            inputs,
+            output,
+            params,
+        });
+    }
+
+    errors.finish()?;
+
+    let last = nodes.last().expect("a parsed chain has at least one layer");
+    let output = if last.op.is_loss() {
+        last.inputs[0]
+    } else {
+        last.output
+    };
+    let param_count = nodes
+        .iter()
+        .flat_map(|node| &node.params)
+        .try_fold(0usize, |sum, param| {
+            sum.checked_add(param.shape.iter().product())
+        })
+        .ok_or_else(|| {
+            syn::Error::new(
+                Span::call_site(),
+                "the network's parameters together are more elements than this machine can address",
+            )
+        })?;
+
+    Ok(Checked {
+        name,
+        elem,
+        values,
+        nodes,
+        output,
+        param_count,
+    })
+}
+
+/// Collected errors, reported together.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// The op a layer names.
+fn resolve(layer: &Layer, errors: &mut Errors) -> Option<&'static OpSpec> {
+    let name = layer.name.to_string();
+    let op = ops::lookup(&name);
+    if op.is_none() {
+        let message = match ops::suggest(&name) {
+            Some(near) => format!("unknown layer `{name}`; did you mean `{near}`?"),
+            None => format!(
+                "unknown layer `{name}`; the known layers are: {}",
+                ops::known_names()
+            ),
+        };
+        errors.push(syn::Error::new_spanned(&layer.name, message));
+    }
+    op
+}
+
+/// The layer's arguments as dimensions, checked against the op's argument list.
+fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usize>> {
+    let given = layer.arguments();
+    if given.len() != op.args.len() {
+        let wants = match op.args {
+            [] => "no arguments".to_owned(),
+            [one] => format!("1 argument ({one})"),
+            names => format!("{} arguments ({})", names.len(), names.join(", ")),
+        };
+        let message = format!(
+            "`{}` takes {wants}, but {} {} given",
+            op.name,
+            given.len(),
+            if given.len() == 1 { "was" } else { "were" }
+        );
+        match &layer.args {
+            Some((paren, _)) => errors.push(syn::Error::new(paren.span.join(), message)),
+            None => errors.push(syn::Error::new_spanned(&layer.name, message)),
+        }
+        return None;
+    }
+    let mut values = Vec::with_capacity(given.len());
+    let mut ok = true;
+    for (expr, &arg) in given.into_iter().zip(op.args) {
+        match dimension(expr) {
+            Ok(value) => values.push(value),
+            Err(problem) => {
+                errors.push(syn::Error::new_spanned(
+                    expr,
+                    format!("`{}`'s `{arg}` {problem}", op.name),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(values)
+}
+
+/// A dimension: a positive whole-number literal that fits in `usize`.
+fn dimension(expr: &Expr) -> Result<usize, String> {
+    let written = || quote::ToTokens::to_token_stream(expr).to_string();
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<usize>() {
+            Ok(0) => Err("is 0; a dimension must be at least 1".to_owned()),
+            Ok(value) => Ok(value),
+            Err(_) => Err(format!(
+                "is {}, more than this machine can address (at most {})",
+                int.base10_digits(),
+                usize::MAX
+            )),
+        },
+        _ => Err(format!(
+            "must be a whole number such as 784, not `{}`",
+            written()
+        )),
+    }
+}
+
+/// The op's parameters with their shapes; every element count must fit in `usize`.
+fn parameters(
+    layer: &Layer,
+    op: &OpSpec,
+    args: &[usize],
+    errors: &mut Errors,
+) -> Option<Vec<CheckedParam>> {
+    let mut params = Vec::with_capacity(op.params.len());
+    for spec in op.params {
+        let shape: Vec<usize> = spec.dims.iter().map(|&i| args[i]).collect();
+        if shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+            errors.push(syn::Error::new_spanned(
+                layer,
+                format!(
+                    "{}'s {} would have {} elements, more than this machine can address",
+                    layer.describe(),
+                    spec.name,
+                    dims.join(" × ")
+                ),
+            ));
+            return None;
+        }
+        let init = match spec.init {
+            InitSpec::Weight { fan_in } => ResolvedInit::Weight {
+                fan_in: args[fan_in],
+            },
+            InitSpec::Zero => ResolvedInit::Zero,
+        };
+        params.push(CheckedParam {
+            name: spec.name,
+            shape,
+            init,
+        });
+    }
+    Some(params)
+}
+
+/// How a message names the producer of a value: the layer as written, or "the input".
+fn describe(graph: &Graph, node: NodeIndex) -> String {
+    match graph.dag[node] {
+        Node::Input => "the network's input".to_owned(),
+        Node::Layer(layer) => layer.describe(),
+    }
+}

@@ -1,0 +1,226 @@
+//! The vocabulary of operations: one table, one row per op.
+//!
+//! A row says everything the rest of the pipeline needs: the op's name (and aliases), its
+//! arguments, its shape rule, its parameters and how they start, and which runtime kernels run its
+//! forward and backward passes, with the local derivative they implement. Adding an op means adding
+//! a row here, a kernel pair in `runtime/src/kernels.rs`, and a gradient-check test.
+
+/// One operation of the `network!` language.
+#[derive(Debug)]
+pub struct OpSpec {
+    /// The name written in a network description.
+    pub name: &'static str,
+    /// Other accepted spellings.
+    pub aliases: &'static [&'static str],
+    /// The names of its arguments; each is a dimension (a positive whole number).
+    pub args: &'static [&'static str],
+    /// How many features it accepts.
+    pub takes: Takes,
+    /// How many features it produces.
+    pub gives: Gives,
+    /// Its trainable parameters.
+    pub params: &'static [ParamSpec],
+    /// The runtime kernels, and what they compute.
+    pub kernels: Kernels,
+}
+
+/// The input-width half of a shape rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Takes {
+    /// Any width.
+    Any,
+    /// Exactly the value of the argument at this index.
+    Arg(usize),
+    /// At least this many features.
+    AtLeast(usize),
+}
+
+/// The output-width half of a shape rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Gives {
+    /// As many features as it takes.
+    Same,
+    /// The value of the argument at this index.
+    Arg(usize),
+}
+
+/// A trainable parameter of an op.
+#[derive(Debug)]
+pub struct ParamSpec {
+    /// Its name within the layer: `affine0.weight`.
+    pub name: &'static str,
+    /// Its shape, as indices into the op's arguments.
+    pub dims: &'static [usize],
+    /// How it starts.
+    pub init: InitSpec,
+}
+
+/// How a parameter is initialised (the runtime's `ParamInit`).
+#[derive(Debug, Clone, Copy)]
+pub enum InitSpec {
+    /// Drawn by the chosen initialiser, with the fan-in given by the argument at this index.
+    Weight { fan_in: usize },
+    /// Zero.
+    Zero,
+}
+
+/// Which runtime kernels an op uses; each variant is a calling convention of the runtime.
+#[derive(Debug, Clone, Copy)]
+pub enum Kernels {
+    /// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx)`.
+    Affine {
+        forward: &'static str,
+        backward_params: &'static str,
+        backward_input: &'static str,
+        forward_math: &'static str,
+        backward_math: &'static str,
+    },
+    /// `forward(x, y)` and `backward(y, dy, dx)`: the local derivative is written with the output.
+    Elementwise {
+        forward: &'static str,
+        backward: &'static str,
+        forward_math: &'static str,
+        backward_math: &'static str,
+    },
+    /// `kernel(x, targets, dx) -> loss`: the mean loss and its gradient in one pass.
+    Loss {
+        kernel: &'static str,
+        targets: TargetKind,
+        math: &'static str,
+    },
+}
+
+/// What a loss compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// One class index per sample (`&[usize]`).
+    Classes,
+    /// One row of values per sample (`ArrayView2`).
+    Values,
+}
+
+/// Every op, in the order the documentation lists them.
+pub static OPS: &[OpSpec] = &[
+    OpSpec {
+        name: "affine",
+        aliases: &[],
+        args: &["in", "out"],
+        takes: Takes::Arg(0),
+        gives: Gives::Arg(1),
+        params: &[
+            ParamSpec {
+                name: "weight",
+                dims: &[0, 1],
+                init: InitSpec::Weight { fan_in: 0 },
+            },
+            ParamSpec {
+                name: "bias",
+                dims: &[1],
+                init: InitSpec::Zero,
+            },
+        ],
+        kernels: Kernels::Affine {
+            forward: "affine_forward",
+            backward_params: "affine_backward_params",
+            backward_input: "affine_backward_input",
+            forward_math: "y = x·W + b",
+            backward_math: "dW = xᵀ·dy, db = Σ_rows dy, dx = dy·Wᵀ",
+        },
+    },
+    OpSpec {
+        name: "relu",
+        aliases: &[],
+        args: &[],
+        takes: Takes::Any,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Elementwise {
+            forward: "relu_forward",
+            backward: "relu_backward",
+            forward_math: "y = max(x, 0)",
+            backward_math: "dx = dy where y > 0, else 0",
+        },
+    },
+    OpSpec {
+        name: "sigmoid",
+        aliases: &[],
+        args: &[],
+        takes: Takes::Any,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Elementwise {
+            forward: "sigmoid_forward",
+            backward: "sigmoid_backward",
+            forward_math: "y = 1 / (1 + exp(−x))",
+            backward_math: "dx = dy·y·(1 − y)",
+        },
+    },
+    OpSpec {
+        name: "tanh",
+        aliases: &[],
+        args: &[],
+        takes: Takes::Any,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Elementwise {
+            forward: "tanh_forward",
+            backward: "tanh_backward",
+            forward_math: "y = tanh(x)",
+            backward_math: "dx = dy·(1 − y²)",
+        },
+    },
+    OpSpec {
+        name: "softmax_cross_entropy",
+        aliases: &["softmax_with_loss"],
+        args: &[],
+        takes: Takes::AtLeast(2),
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Loss {
+            kernel: "softmax_cross_entropy",
+            targets: TargetKind::Classes,
+            math: "L = −mean(log softmax(x)[t]); dx = (softmax(x) − onehot(t)) / n",
+        },
+    },
+    OpSpec {
+        name: "mse",
+        aliases: &[],
+        args: &[],
+        takes: Takes::Any,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Loss {
+            kernel: "mse",
+            targets: TargetKind::Values,
+            math: "L = Σ (y − t)² / (2n); dx = (y − t) / n",
+        },
+    },
+];
+
+impl OpSpec {
+    /// Whether this op is a loss (and so must end the network).
+    pub fn is_loss(&self) -> bool {
+        matches!(self.kernels, Kernels::Loss { .. })
+    }
+}
+
+/// The op called `name`, or one of its aliases.
+pub fn lookup(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter()
+        .find(|op| op.name == name || op.aliases.contains(&name))
+}
+
+/// The known name closest to `name`, if any is close enough to be a likely typo.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    OPS.iter()
+        .flat_map(|op| std::iter::once(op.name).chain(op.aliases.iter().copied()))
+        .map(|known| (strsim::damerau_levenshtein(name, known), known))
+        .filter(|&(distance, known)| distance <= 2.max(known.len() / 3))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, known)| known)
+}
+
+/// Every known name, for an error message.
+pub fn known_names() -> String {
+    OPS.iter().map(|op| op.name).collect::<Vec<_>>().join(", ")
+}

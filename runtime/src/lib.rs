@@ -1,0 +1,30 @@
+//! The runtime of chainrule: everything a compiled network needs at run time, and nothing that knows
+//! the `network!` language.
+//!
+//! - [`kernels`]: forward and backward kernels for each op, on ndarray views, writing into buffers
+//!   they are given (no allocation).
+//! - [`Param`]: a parameter's value and gradient; [`Init`]: how weights start.
+//! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
+//!   can be generic.
+//! - [`optim`]: optimisers; [`gradcheck`]: central-difference gradient checking.
+//!
+//! Everything here can be used by hand; the macro is what makes it pleasant and fast.
+
+mod element;
+mod error;
+pub mod gradcheck;
+pub mod init;
+pub mod kernels;
+mod network;
+pub mod optim;
+mod param;
+mod target;
+
+pub use element::Element;
+pub use error::{Error, Result};
+pub use init::{Init, ParamInit};
+pub use network::{Network, Trainable, argmax_rows};
+#[doc(hidden)]
+pub use network::{check_input, resize_rows, unknown_param};
+pub use param::{Param, ParamMut, ParamRef};
+pub use target::Target;

@@ -1,0 +1,58 @@
+//! chainrule: a static-graph neural-network compiler.
+//!
+//! Write a network as a chain of layers; the [`network!`] macro checks every shape at compile time
+//! and generates a struct with specialised forward and backward code, which the runtime's kernels
+//! execute on ndarray buffers.
+//!
+//! ```
+//! use chainrule::prelude::*;
+//! use chainrule::ndarray::array;
+//!
+//! network! {
+//!     /// The two-layer net of the backprop chapter.
+//!     pub struct TwoLayerNet {
+//!         affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
+//!     }
+//! }
+//!
+//! let mut net = TwoLayerNet::new(Init::He, 42);
+//! assert_eq!(TwoLayerNet::PARAMS, 784 * 50 + 50 + 50 * 10 + 10);
+//!
+//! // The expression form; `: f64` picks the element type (f32 is the default).
+//! let mut tiny = network!(f64: affine(2, 3) -> sigmoid -> affine(3, 1) -> mse);
+//! let x = array![[0.0, 1.0], [1.0, 0.0]];
+//! let t = array![[1.0], [1.0]];
+//! let loss = tiny.gradient(x.view(), t.view()).unwrap();
+//! assert!(loss > 0.0);
+//! Sgd::new(0.5).step(&mut tiny);
+//! assert!(tiny.loss(x.view(), t.view()).unwrap() < loss);
+//! ```
+//!
+//! # The language
+//!
+//! - Item form: `network! { #[attrs] VIS struct NAME { LAYERS } }`, or `struct NAME: f64 { ... }`
+//!   for `f64` elements. Attributes (doc comments among them) and visibility pass through.
+//! - Expression form: `network!(LAYERS)` or `network!(f64: LAYERS)`: a value of an unnamed network
+//!   type, initialised as [`Default`] does (the book's normal, std 0.01, seed 0).
+//! - `LAYERS` is `layer -> layer -> ...`. Layers: `affine(in, out)`, `relu`, `sigmoid`, `tanh`,
+//!   and at the end at most one loss: `softmax_cross_entropy` (alias `softmax_with_loss`), which
+//!   takes class indices, or `mse`, which takes target values.
+//!
+//! # Losses
+//!
+//! Both report the mean over the batch of `n` samples.
+//! - `softmax_cross_entropy`: `L = −(1/n) Σ_i log softmax(x_i)[t_i]`, computed stably.
+//! - `mse`: `L = (1/(2n)) Σ_i Σ_j (y_ij − t_ij)²`: half the squared distance of each sample (the
+//!   book's `mean_squared_error`), averaged over the batch. Its gradient is `(y − t) / n`.
+
+pub use chainrule_macro::network;
+pub use chainrule_runtime::*;
+/// The ndarray version chainrule's API uses.
+pub use ndarray;
+
+/// What network code usually needs: the macro, the traits, initialisers and optimisers.
+pub mod prelude {
+    pub use crate::network;
+    pub use chainrule_runtime::optim::Sgd;
+    pub use chainrule_runtime::{Init, Network, Target, Trainable};
+}
