@@ -1,0 +1,280 @@
+//! What a user does with a generated network: hand-derived values for tiny networks, run-time
+//! errors, initialisation, the generated constants, and a training step.
+
+use chainrule::Error;
+use chainrule::ndarray::{Array2, array};
+use chainrule::prelude::*;
+
+network! {
+    /// 2-3-2 with ReLU and mse: small enough to derive by hand.
+    pub struct Tiny: f64 {
+        affine(2, 3) -> relu -> affine(3, 2) -> mse
+    }
+}
+
+/// Weights chosen so that every number below is exact in binary.
+fn tiny() -> Tiny {
+    let mut net = Tiny::new(Init::default(), 0);
+    net.affine0_weight
+        .value_mut()
+        .assign(&array![[1.0, -1.0, 0.5], [2.0, 0.0, -1.0]]);
+    net.affine0_bias.value_mut().assign(&array![0.0, 2.0, 0.5]);
+    net.affine1_weight
+        .value_mut()
+        .assign(&array![[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]]);
+    net.affine1_bias.value_mut().assign(&array![0.5, -1.0]);
+    net
+}
+
+#[test]
+fn tiny_network_forward_and_gradients_by_hand() {
+    let mut net = tiny();
+    let x = array![[1.0, 2.0]];
+    let t = array![[5.0, 2.0]];
+
+    // h = x·W1 + b1 = [1 + 4, −1 + 0, 0.5 − 2] + [0, 2, 0.5] = [5, 1, −1]
+    // r = relu(h) = [5, 1, 0]
+    // y = r·W2 + b2 = [5·1 + 1·0 + 0·3, 5·0 + 1·2 + 0·1] + [0.5, −1] = [5.5, 1]
+    assert_eq!(net.forward(x.view()).unwrap(), array![[5.5, 1.0]]);
+
+    // L = ((5.5 − 5)² + (1 − 2)²) / (2·1) = (0.25 + 1) / 2 = 0.625
+    assert_eq!(net.loss(x.view(), t.view()).unwrap(), 0.625);
+    net.backward().unwrap();
+
+    // dy = (y − t) / n = [0.5, −1]
+    // dW2 = rᵀ·dy = [[2.5, −5], [0.5, −1], [0, 0]];  db2 = dy
+    assert_eq!(
+        net.affine1_weight.grad(),
+        array![[2.5, -5.0], [0.5, -1.0], [0.0, 0.0]]
+    );
+    assert_eq!(net.affine1_bias.grad(), array![0.5, -1.0]);
+    // dr = dy·W2ᵀ = [0.5·1 − 1·0, 0.5·0 − 1·2, 0.5·3 − 1·1] = [0.5, −2, 0.5]
+    // dh = dr where h > 0 = [0.5, −2, 0]
+    // dW1 = xᵀ·dh = [[0.5, −2, 0], [1, −4, 0]];  db1 = dh
+    assert_eq!(
+        net.affine0_weight.grad(),
+        array![[0.5, -2.0, 0.0], [1.0, -4.0, 0.0]]
+    );
+    assert_eq!(net.affine0_bias.grad(), array![0.5, -2.0, 0.0]);
+
+    // The same values by name.
+    let w = net.param("affine0.weight").unwrap();
+    assert_eq!(w.shape, &[2, 3]);
+    assert_eq!(w.grad, &[0.5, -2.0, 0.0, 1.0, -4.0, 0.0]);
+}
+
+#[test]
+fn losses_and_gradients_are_batch_means() {
+    // The same sample twice: the mean loss and the gradients do not change.
+    let mut one = tiny();
+    let mut two = tiny();
+    let loss1 = one
+        .gradient(array![[1.0, 2.0]].view(), array![[5.0, 2.0]].view())
+        .unwrap();
+    let loss2 = two
+        .gradient(
+            array![[1.0, 2.0], [1.0, 2.0]].view(),
+            array![[5.0, 2.0], [5.0, 2.0]].view(),
+        )
+        .unwrap();
+    assert_eq!(loss1, loss2);
+    assert_eq!(one.affine0_weight.grad(), two.affine0_weight.grad());
+    assert_eq!(one.affine1_bias.grad(), two.affine1_bias.grad());
+}
+
+#[test]
+fn softmax_cross_entropy_by_hand() {
+    // Scores [0, ln 3] give softmax [1/4, 3/4]; for class 1 the loss is −ln(3/4) and
+    // dscores = softmax − onehot = [1/4, −1/4].
+    let mut net = network!(f64: affine(2, 2) -> softmax_with_loss);
+    net.param_mut("affine0.weight")
+        .unwrap()
+        .value
+        .copy_from_slice(&[1.0, 0.0, 0.0, 1.0]);
+    net.param_mut("affine0.bias")
+        .unwrap()
+        .value
+        .copy_from_slice(&[0.0, 3f64.ln()]);
+    let x = array![[0.0, 0.0]];
+    let loss = net.gradient(x.view(), &[1]).unwrap();
+    assert!((loss - -(0.75f64.ln())).abs() < 1e-15);
+    let db = net.param("affine0.bias").unwrap().grad.to_vec();
+    assert!((db[0] - 0.25).abs() < 1e-15 && (db[1] + 0.25).abs() < 1e-15);
+    // x is zero, so dW = xᵀ·dscores is zero.
+    assert_eq!(net.param("affine0.weight").unwrap().grad, &[0.0; 4]);
+    assert_eq!(net.predict(x.view()).unwrap(), vec![1]);
+    assert_eq!(net.accuracy(x.view(), &[1]).unwrap(), 1.0);
+    assert_eq!(net.accuracy(x.view(), &[0]).unwrap(), 0.0);
+}
+
+#[test]
+fn softmax_cross_entropy_is_stable_for_huge_scores() {
+    let mut net = network!(affine(2, 3) -> softmax_cross_entropy);
+    net.param_mut("affine0.weight")
+        .unwrap()
+        .value
+        .copy_from_slice(&[1e4, -1e4, 0.0, 0.0, 0.0, 0.0]);
+    let x = array![[1.0, 0.0], [-1.0, 0.0]];
+    // Row 0: scores [1e4, −1e4, 0], the target is the largest: loss ≈ 0.
+    // Row 1: scores [−1e4, 1e4, 0], the target is the smallest: loss ≈ 2e4.
+    let loss = net.gradient(x.view(), &[0, 0]).unwrap();
+    assert!(loss.is_finite());
+    assert!((loss - 1e4).abs() < 1.0, "loss {loss}");
+    let grad = net.param("affine0.weight").unwrap().grad.to_vec();
+    assert!(grad.iter().all(|g| g.is_finite()));
+}
+
+#[test]
+fn run_time_mistakes_are_errors_that_name_both_sides() {
+    network! {
+        struct Classifier { affine(4, 3) -> relu -> affine(3, 3) -> softmax_cross_entropy }
+    }
+    let mut net = Classifier::default();
+    let wide = Array2::<f32>::zeros((2, 5));
+    let err = net.forward(wide.view()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::InputWidth {
+            network: "Classifier",
+            expected: 4,
+            actual: 5
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "Classifier takes 4 input features per sample, but the input has 5 columns"
+    );
+
+    let empty = Array2::<f32>::zeros((0, 4));
+    assert!(matches!(
+        net.predict(empty.view()),
+        Err(Error::EmptyBatch { .. })
+    ));
+
+    let x = Array2::<f32>::zeros((2, 4));
+    let err = net.loss(x.view(), &[0]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the input batch has 2 samples, but there are 1 targets"
+    );
+    let err = net.loss(x.view(), &[0, 3]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target 1 is class 3, but Classifier has 3 classes (0 to 2)"
+    );
+    assert!(matches!(
+        net.accuracy(x.view(), &[7, 0]),
+        Err(Error::ClassOutOfRange { class: 7, .. })
+    ));
+
+    // backward needs a loss on the current batch; a later forward pass invalidates it.
+    assert_eq!(net.backward(), Err(Error::BackwardBeforeLoss));
+    net.loss(x.view(), &[0, 2]).unwrap();
+    net.backward().unwrap();
+    net.forward(x.view()).unwrap();
+    assert_eq!(net.backward(), Err(Error::BackwardBeforeLoss));
+
+    let err = net.param("affine9.weight").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Classifier has no parameter named \"affine9.weight\"; it has: affine0.weight, affine0.bias, affine1.weight, affine1.bias"
+    );
+
+    let mut regression = network!(affine(2, 2) -> mse);
+    let x = Array2::<f32>::zeros((3, 2));
+    let t = Array2::<f32>::zeros((3, 4));
+    assert_eq!(
+        regression.loss(x.view(), t.view()).unwrap_err().to_string(),
+        "network produces 2 outputs per sample, but the targets have 4 columns"
+    );
+}
+
+#[test]
+fn generated_constants() {
+    network! {
+        pub(crate) struct Book { affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy }
+    }
+    assert_eq!(Book::NAME, "Book");
+    assert_eq!(Book::INPUT, 784);
+    assert_eq!(Book::OUTPUT, 10);
+    assert_eq!(Book::PARAMS, 784 * 50 + 50 + 50 * 10 + 10);
+    assert_eq!(
+        Book::PARAM_NAMES,
+        [
+            "affine0.weight",
+            "affine0.bias",
+            "affine1.weight",
+            "affine1.bias"
+        ]
+    );
+    assert!(Book::DOT.starts_with("digraph \"Book\" {"));
+    assert!(Book::DOT.contains("affine(784, 50)"));
+    assert!(Book::DOT.contains("v1 -> v2 [label=\"n × 50\"]"));
+    // With an mse loss, the output is what flows into the loss.
+    assert_eq!(Tiny::OUTPUT, 2);
+}
+
+#[test]
+fn a_network_without_a_loss_runs_forward() {
+    let mut net = network!(affine(3, 2) -> sigmoid);
+    let y = net.forward(Array2::<f32>::ones((4, 3)).view()).unwrap();
+    assert_eq!(y.dim(), (4, 2));
+    // Weights from std 0.01 and zero biases: every output is near sigmoid(0) = 0.5.
+    assert!(y.iter().all(|&v| (v - 0.5).abs() < 0.05));
+}
+
+#[test]
+fn initialisation_is_seeded_and_scaled() {
+    let a = Tiny::new(Init::He, 1);
+    let b = Tiny::new(Init::He, 1);
+    let c = Tiny::new(Init::He, 2);
+    assert_eq!(a.affine0_weight.value(), b.affine0_weight.value());
+    assert_ne!(a.affine0_weight.value(), c.affine0_weight.value());
+    assert!(a.affine0_bias.value().iter().all(|&v| v == 0.0));
+
+    network! { struct Wide { affine(400, 300) -> relu } }
+    for (init, expected) in [
+        (Init::Std(0.01), 0.01),
+        (Init::He, (2.0f64 / 400.0).sqrt()),
+        (Init::Xavier, (1.0f64 / 400.0).sqrt()),
+    ] {
+        let net = Wide::new(init, 3);
+        let w = net.affine0_weight.value();
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 0.01 * expected, "{init:?}: mean {mean}");
+        assert!(
+            (std / expected - 1.0).abs() < 0.01,
+            "{init:?}: std {std}, expected {expected}"
+        );
+    }
+    assert_eq!(
+        Init::He.std_dev(50),
+        (2.0f64 / 50.0).sqrt(),
+        "He's fan-in rule"
+    );
+}
+
+#[test]
+fn sgd_steps_downhill_and_buffers_follow_the_batch_size() {
+    network! { struct Xor { affine(2, 8) -> tanh -> affine(8, 2) -> softmax_cross_entropy } }
+    let mut net = Xor::new(Init::Xavier, 1);
+    let x = array![[0.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];
+    let t = [0usize, 1, 1, 0];
+    let mut sgd = Sgd::new(0.5);
+    let first = net.gradient(x.view(), &t).unwrap();
+    sgd.step(&mut net);
+    let mut last = first;
+    for _ in 0..2000 {
+        last = net.gradient(x.view(), &t).unwrap();
+        sgd.step(&mut net);
+    }
+    assert!(last < first * 0.1, "loss {first} -> {last}");
+    assert_eq!(net.predict(x.view()).unwrap(), t);
+    // Another batch size reallocates the buffers and still gives the same answers row by row.
+    let one = net
+        .predict(x.slice(chainrule::ndarray::s![1..2, ..]))
+        .unwrap();
+    assert_eq!(one, vec![1]);
+}
