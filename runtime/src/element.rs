@@ -24,6 +24,12 @@ pub trait Element:
     fn to_f64(self) -> f64;
     /// Converts a count (a batch size) to this type.
     fn from_usize(v: usize) -> Self;
+    /// Bytes per element.
+    const BYTES: usize;
+    /// Appends the little-endian bytes of `self` (checkpoints are little-endian).
+    fn extend_le_bytes(self, out: &mut Vec<u8>);
+    /// Reads a value from exactly [`Self::BYTES`] little-endian bytes.
+    fn from_le_slice(bytes: &[u8]) -> Self;
 }
 
 macro_rules! element {
@@ -41,6 +47,13 @@ macro_rules! element {
             #[inline]
             fn from_usize(v: usize) -> Self {
                 v as $t
+            }
+            const BYTES: usize = std::mem::size_of::<$t>();
+            fn extend_le_bytes(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn from_le_slice(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("callers pass BYTES bytes"))
             }
         }
     };

@@ -1,5 +1,6 @@
 /// What can go wrong when a network runs: every case names what was expected and what came.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The input batch has the wrong number of columns.
     #[error(
@@ -42,6 +43,19 @@ pub enum Error {
         network: &'static str,
         name: String,
         known: String,
+    },
+    /// A file could not be read or written.
+    #[error("cannot {action} {path}: {message}", path = path.display())]
+    Io {
+        path: std::path::PathBuf,
+        action: &'static str,
+        message: String,
+    },
+    /// A checkpoint file is malformed or does not fit the network.
+    #[error("checkpoint {path}: {problem}", path = path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        problem: String,
     },
 }
 

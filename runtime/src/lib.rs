@@ -7,9 +7,11 @@
 //! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
 //!   can be generic.
 //! - [`optim`]: optimisers; [`gradcheck`]: central-difference gradient checking.
+//! - [`checkpoint`]: parameters saved to and loaded from safetensors files.
 //!
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
+pub mod checkpoint;
 mod element;
 mod error;
 pub mod gradcheck;
