@@ -56,3 +56,8 @@ pub mod prelude {
     pub use chainrule_runtime::optim::Sgd;
     pub use chainrule_runtime::{Init, Network, Target, Trainable};
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

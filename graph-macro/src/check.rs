@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::NodeIndex;
 use proc_macro2::Span;
-use syn::{Expr, ExprLit, Ident, Lit};
+use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 
 use crate::graph::{Graph, Node};
 use crate::ops::{self, Gives, InitSpec, OpSpec, Takes};
@@ -104,6 +104,9 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
     };
 
     let mut widths: HashMap<NodeIndex, Width> = HashMap::new();
+    // For each value of known width, the layer that chose that width (`relu` passes on the width
+    // its input has), so that a mismatch can say where the number comes from.
+    let mut width_set_by: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut value_of: HashMap<NodeIndex, usize> = HashMap::new();
     let mut values = Vec::new();
     let mut nodes: Vec<CheckedNode> = Vec::new();
@@ -128,6 +131,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
         let inputs = graph.inputs(index);
 
         // Nothing may follow a loss.
+        let mut after_loss = false;
         for &input in &inputs {
             if let Node::Layer(producer) = graph.dag[input]
                 && ops::lookup(&producer.name.to_string()).is_some_and(OpSpec::is_loss)
@@ -145,6 +149,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                     )
                 };
                 errors.push(syn::Error::new_spanned(layer, message));
+                after_loss = true;
             }
         }
 
@@ -152,16 +157,15 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             continue;
         };
         if op.is_loss() {
+            // A loss right after a loss has its message already.
             if let Some(first) = loss
-                && !inputs
-                    .iter()
-                    .any(|&i| matches!(graph.dag[i], Node::Layer(l) if std::ptr::eq(l, first)))
+                && !after_loss
             {
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
-                        "a network has at most one loss, but it has `{}` and `{}`",
-                        first.name, layer.name
+                        "a network has at most one loss, but `{}` is a second one, after `{}`",
+                        layer.name, first.name
                     ),
                 ));
             }
@@ -182,11 +186,15 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                 widths.insert(input, Width::Known(args[i]));
                 Some(args[i])
             }
-            (Width::Free, _) => {
+            (Width::Free, takes) => {
+                let any = match takes {
+                    Takes::AtLeast(min) => format!("any width of at least {min}"),
+                    _ => "any width".to_owned(),
+                };
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
-                        "the network's input width is unknown: `{}` takes any width, so the network must \
+                        "the network's input width is unknown: `{}` takes {any}, so the network must \
                          begin with a layer that fixes it, such as `affine(784, 50)`",
                         layer.describe()
                     ),
@@ -198,10 +206,11 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
-                        "{} takes {} features, but {} produces {width}",
+                        "{} takes {} features, but {} produces {width}{}",
                         layer.describe(),
                         args[i],
-                        describe(graph, input)
+                        describe(graph, input),
+                        set_by(graph, input, &width_set_by)
                     ),
                 ));
                 None
@@ -210,34 +219,39 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
-                        "{} needs at least {min} features, but {} produces {width}",
+                        "{} needs at least {min} features, but {} produces {width}{}",
                         layer.describe(),
-                        describe(graph, input)
+                        describe(graph, input),
+                        set_by(graph, input, &width_set_by)
                     ),
                 ));
                 None
             }
             (Width::Known(width), _) => Some(width),
         };
-        let out_width = match op.gives {
-            Gives::Arg(i) => Some(args[i]),
-            Gives::Same => in_width,
+        let (out_width, setter) = match op.gives {
+            Gives::Arg(i) => (Some(args[i]), Some(index)),
+            Gives::Same => (in_width, width_set_by.get(&input).copied()),
         };
         let Some(out_width) = out_width else {
             continue;
         };
-        if in_width.is_none() {
-            // The output is known, but this node is broken: let consumers check against it, and
-            // do not build it.
-            widths.insert(index, Width::Known(out_width));
-            continue;
-        }
         widths.insert(index, Width::Known(out_width));
+        if let Some(setter) = setter {
+            width_set_by.insert(index, setter);
+        }
+        // A node is built only if it and everything upstream of it is sound. Otherwise an error
+        // has been reported already; its output width (when known) still lets consumers check
+        // their own shapes against it.
+        let built_inputs: Option<Vec<usize>> =
+            inputs.iter().map(|i| value_of.get(i).copied()).collect();
+        let (Some(_), Some(inputs)) = (in_width, built_inputs) else {
+            continue;
+        };
 
         let counter = counters.entry(op.name).or_default();
         let ident = format!("{}{}", op.name, counter);
         *counter += 1;
-        let inputs: Vec<usize> = inputs.iter().map(|i| value_of[i]).collect();
         let needs_grad = !params.is_empty() || inputs.iter().any(|&v| values[v].needs_grad);
         let output = values.len();
         values.push(Value {
@@ -258,24 +272,36 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
 
     errors.finish()?;
 
-    let last = nodes.last().expect("a parsed chain has at least one layer");
+    // Without errors every layer was built, and a parsed chain has at least one.
+    let Some(last) = nodes.last() else {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "internal error in `network!`: no layer was built, yet no error was found",
+        ));
+    };
     let output = if last.op.is_loss() {
         last.inputs[0]
     } else {
         last.output
     };
-    let param_count = nodes
-        .iter()
-        .flat_map(|node| &node.params)
-        .try_fold(0usize, |sum, param| {
-            sum.checked_add(param.shape.iter().product())
-        })
-        .ok_or_else(|| {
-            syn::Error::new(
-                Span::call_site(),
-                "the network's parameters together are more elements than this machine can address",
-            )
-        })?;
+    let mut param_count = 0usize;
+    for node in &nodes {
+        for param in &node.params {
+            // Each parameter's count fits (`parameters` checked it); their sum may not.
+            let count = param.shape.iter().product();
+            param_count = param_count.checked_add(count).ok_or_else(|| {
+                syn::Error::new_spanned(
+                    node.layer,
+                    format!(
+                        "the network's parameters would be more elements than this machine can \
+                         address; the count overflows at {}'s {}",
+                        node.layer.describe(),
+                        param.name
+                    ),
+                )
+            })?;
+        }
+    }
 
     Ok(Checked {
         name,
@@ -309,7 +335,7 @@ fn resolve(layer: &Layer, errors: &mut Errors) -> Option<&'static OpSpec> {
     let name = layer.name.to_string();
     let op = ops::lookup(&name);
     if op.is_none() {
-        let message = match ops::suggest(&name) {
+        let message = match ops::suggest(&name).or_else(|| elsewhere_called(&name)) {
             Some(near) => format!("unknown layer `{name}`; did you mean `{near}`?"),
             None => format!(
                 "unknown layer `{name}`; the known layers are: {}",
@@ -321,6 +347,42 @@ fn resolve(layer: &Layer, errors: &mut Errors) -> Option<&'static OpSpec> {
     op
 }
 
+/// The known op an unknown name most likely means when it is not a typo: a name other libraries
+/// use for it (`linear`, `softmax`), its name in other letter case (`ReLU`), or a part of its name
+/// (`cross_entropy`).
+fn elsewhere_called(name: &str) -> Option<&'static str> {
+    const OTHER_NAMES: &[(&str, &str)] = &[
+        ("linear", "affine"),
+        ("dense", "affine"),
+        ("fc", "affine"),
+        ("fully_connected", "affine"),
+        ("logistic", "sigmoid"),
+        ("softmax", "softmax_cross_entropy"),
+        ("log_softmax", "softmax_cross_entropy"),
+        ("crossentropy", "softmax_cross_entropy"),
+        ("nll", "softmax_cross_entropy"),
+        ("mean_squared_error", "mse"),
+        ("l2", "mse"),
+    ];
+    let lower = name.to_lowercase();
+    if let Some(op) = ops::lookup(&lower) {
+        return Some(op.name);
+    }
+    if let Some(&(_, op)) = OTHER_NAMES.iter().find(|(other, _)| *other == lower) {
+        return ops::lookup(op).map(|op| op.name);
+    }
+    // A whole `_`-separated part of a known name, at least as long as `tanh`.
+    if lower.len() >= 4 {
+        return ops::OPS
+            .iter()
+            .find(|op| {
+                op.name.contains(&lower) && op.name.split('_').any(|part| lower.contains(part))
+            })
+            .map(|op| op.name);
+    }
+    None
+}
+
 /// The layer's arguments as dimensions, checked against the op's argument list.
 fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usize>> {
     let given = layer.arguments();
@@ -330,15 +392,24 @@ fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usiz
             [one] => format!("1 argument ({one})"),
             names => format!("{} arguments ({})", names.len(), names.join(", ")),
         };
-        let message = format!(
-            "`{}` takes {wants}, but {} {} given",
-            op.name,
-            given.len(),
-            if given.len() == 1 { "was" } else { "were" }
-        );
+        // Named as written: an alias is what the user sees.
+        let name = &layer.name;
         match &layer.args {
-            Some((paren, _)) => errors.push(syn::Error::new(paren.span.join(), message)),
-            None => errors.push(syn::Error::new_spanned(&layer.name, message)),
+            Some((paren, _)) => errors.push(syn::Error::new(
+                paren.span.join(),
+                format!(
+                    "`{name}` takes {wants}, but {} {} given",
+                    given.len(),
+                    if given.len() == 1 { "was" } else { "were" }
+                ),
+            )),
+            None => errors.push(syn::Error::new_spanned(
+                name,
+                format!(
+                    "`{name}` takes {wants}: write `{name}({})`",
+                    op.args.join(", ")
+                ),
+            )),
         }
         return None;
     }
@@ -350,7 +421,7 @@ fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usiz
             Err(problem) => {
                 errors.push(syn::Error::new_spanned(
                     expr,
-                    format!("`{}`'s `{arg}` {problem}", op.name),
+                    format!("`{}`'s `{arg}` {problem}", layer.name),
                 ));
                 ok = false;
             }
@@ -363,17 +434,49 @@ fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usiz
 fn dimension(expr: &Expr) -> Result<usize, String> {
     let written = || quote::ToTokens::to_token_stream(expr).to_string();
     match expr {
+        // An invisible group: a `$n:expr` a `macro_rules!` macro passed on.
+        Expr::Group(group) => dimension(&group.expr),
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
-        }) => match int.base10_parse::<usize>() {
-            Ok(0) => Err("is 0; a dimension must be at least 1".to_owned()),
-            Ok(value) => Ok(value),
-            Err(_) => Err(format!(
-                "is {}, more than this machine can address (at most {})",
-                int.base10_digits(),
-                usize::MAX
-            )),
-        },
+        }) => {
+            if !matches!(int.suffix(), "" | "usize") {
+                return Err(format!(
+                    "is `{int}`: write dimensions without a type suffix (they are `usize`), e.g. `{}`",
+                    int.base10_digits()
+                ));
+            }
+            match int.base10_parse::<usize>() {
+                Ok(0) => Err("is 0; a dimension must be at least 1".to_owned()),
+                Ok(value) => Ok(value),
+                Err(_) => Err(format!(
+                    "is {}, too large for a `usize` (at most {})",
+                    int.base10_digits(),
+                    usize::MAX
+                )),
+            }
+        }
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) if matches!(
+            &**inner,
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(_),
+                ..
+            })
+        ) =>
+        {
+            Err(format!(
+                "is negative (`{}`); a dimension must be at least 1",
+                written().replace(' ', "")
+            ))
+        }
+        Expr::Path(path) if path.qself.is_none() => Err(format!(
+            "must be a number written out, such as 784, not `{}`: `network!` checks shapes before \
+             constants have values",
+            written().replace(' ', "")
+        )),
         _ => Err(format!(
             "must be a whole number such as 784, not `{}`",
             written()
@@ -421,6 +524,15 @@ fn parameters(
         });
     }
     Some(params)
+}
+
+/// Where the width of `node`'s output was chosen, when not by `node` itself: ` (set by
+/// affine(784, 50))`, or nothing.
+fn set_by(graph: &Graph, node: NodeIndex, width_set_by: &HashMap<NodeIndex, NodeIndex>) -> String {
+    match width_set_by.get(&node) {
+        Some(&setter) if setter != node => format!(" (set by {})", describe(graph, setter)),
+        _ => String::new(),
+    }
 }
 
 /// How a message names the producer of a value: the layer as written, or "the input".

@@ -149,7 +149,8 @@ impl Generator<'_> {
                 fn #forward(&mut self) { #body }
             });
             forward_calls.push(quote!(self.#forward();));
-            if let Some((doc, body)) = self.backward_body(node) {
+            // Without a loss there is no backward pass, and no gradient buffers.
+            if let Some((doc, body)) = loss.and_then(|_| self.backward_body(node)) {
                 let backward = format_ident!("backward_{}", node.ident);
                 methods.push(quote! {
                     #[doc = #doc]
@@ -476,10 +477,11 @@ impl Generator<'_> {
         self.loss().is_some_and(|loss| loss.output == value)
     }
 
-    /// Whether a value has a gradient buffer: it needs a gradient, or a loss writes one into it.
+    /// Whether a value has a gradient buffer: the network has a loss, and the value needs a
+    /// gradient or the loss writes one into it.
     fn has_grad(&self, value: usize) -> bool {
-        self.net.values[value].needs_grad
-            || self.loss().is_some_and(|loss| loss.inputs.contains(&value))
+        self.loss()
+            .is_some_and(|loss| self.net.values[value].needs_grad || loss.inputs.contains(&value))
     }
 
     /// The buffer holding a value.

@@ -28,8 +28,10 @@ fn expand(input: TokenStream) -> TokenStream {
     let expression = !looks_like_item(&input);
     match pipeline(input) {
         Ok(tokens) => tokens,
-        // In expression position several `compile_error!`s need a block around them.
-        Err(error) if expression => {
+        // In expression position several `compile_error!`s need a block around them. A single
+        // one goes bare: that is valid in item and expression position alike, so the message
+        // still shows if the expression form is misused as an item (or vice versa).
+        Err(error) if expression && (&error).into_iter().nth(1).is_some() => {
             let errors = error.to_compile_error();
             quote::quote!({ #errors })
         }
@@ -53,5 +55,7 @@ fn looks_like_item(input: &TokenStream) -> bool {
     }
 }
 
+#[cfg(test)]
+mod robustness_tests;
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, TokenStreamExt};
-use syn::parse::{Parse, ParseStream};
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Ident, Token, Visibility, braced, parenthesized, token};
 
@@ -68,24 +68,48 @@ impl Parse for NetworkDef {
 fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
     let attrs = input.call(Attribute::parse_outer)?;
     let vis: Visibility = input.parse()?;
+    if !input.peek(Token![struct]) {
+        return Err(expected(
+            input,
+            "expected `struct` and the network's name, e.g. `struct Net { affine(784, 10) -> softmax_cross_entropy }`",
+        ));
+    }
     input.parse::<Token![struct]>()?;
+    if !input.peek(Ident) {
+        return Err(expected(
+            input,
+            "expected the network's name after `struct`",
+        ));
+    }
     let ident: Ident = input.parse()?;
     let elem = if input.peek(Token![:]) {
         input.parse::<Token![:]>()?;
+        if !input.peek(Ident) {
+            return Err(expected(
+                input,
+                &format!("expected the element type `f32` or `f64` after `{ident}:`"),
+            ));
+        }
         Some(input.parse()?)
     } else {
         None
     };
     if !input.peek(token::Brace) {
-        return Err(input.error(format!(
-            "expected `{{` with the layers of `{ident}`, e.g. `struct {ident} {{ affine(784, 10) -> softmax_cross_entropy }}`"
-        )));
+        return Err(expected(
+            input,
+            &format!(
+                "expected `{{` with the layers of `{ident}`, e.g. `struct {ident} {{ affine(784, 10) -> softmax_cross_entropy }}`"
+            ),
+        ));
     }
     let body;
     let braces = braced!(body in input);
-    let chain = parse_chain(&body, braces.span.join())?;
+    let chain = parse_chain(&body, braces.span.join(), Some(&ident))?;
     if !input.is_empty() {
-        return Err(input.error("unexpected tokens after the network's `{ ... }`"));
+        return Err(input.error(format!(
+            "unexpected {} after the layers of `{ident}`: the network ends with its `}}`",
+            next_token(input)
+        )));
     }
     Ok(NetworkDef {
         form: Form::Item { attrs, vis, ident },
@@ -102,7 +126,7 @@ fn parse_expr(input: ParseStream) -> syn::Result<NetworkDef> {
     } else {
         None
     };
-    let chain = parse_chain(input, Span::call_site())?;
+    let chain = parse_chain(input, Span::call_site(), None)?;
     Ok(NetworkDef {
         form: Form::Expr,
         elem,
@@ -111,8 +135,8 @@ fn parse_expr(input: ParseStream) -> syn::Result<NetworkDef> {
 }
 
 /// `chain := layer (-> layer)*`, consuming all of `input`. `whole` spans the description, for the
-/// empty-network error.
-fn parse_chain(input: ParseStream, whole: Span) -> syn::Result<Chain> {
+/// empty-network error; `item` is the struct's name in the item form.
+fn parse_chain(input: ParseStream, whole: Span, item: Option<&Ident>) -> syn::Result<Chain> {
     if input.is_empty() {
         return Err(syn::Error::new(
             whole,
@@ -130,12 +154,12 @@ fn parse_chain(input: ParseStream, whole: Span) -> syn::Result<Chain> {
                 ));
             }
             layers.push(input.parse()?);
-        } else if input.peek(Ident) {
-            let previous = &layers[layers.len() - 1].name;
-            return Err(input.error(format!("expected `->` between `{previous}` and this layer")));
         } else {
-            return Err(input
-                .error("unexpected token: expected `->` and a layer, or the end of the network"));
+            let previous = &layers[layers.len() - 1];
+            let elem_like = layers.len() == 1
+                && previous.args.is_none()
+                && (previous.name == "f32" || previous.name == "f64");
+            return Err(missing_arrow(input, previous, elem_like, item));
         }
     }
     Ok(Chain { layers })
@@ -144,20 +168,137 @@ fn parse_chain(input: ParseStream, whole: Span) -> syn::Result<Chain> {
 impl Parse for Layer {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         if input.peek(Token![->]) {
-            return Err(input.error("expected a layer before this `->`"));
+            let arrow: Token![->] = input.fork().parse()?;
+            return Err(syn::Error::new_spanned(
+                arrow,
+                "expected a layer before this `->`",
+            ));
         }
         if !input.peek(Ident) {
-            return Err(input.error("expected a layer, such as `affine(784, 50)` or `relu`"));
+            return Err(expected(
+                input,
+                "expected a layer, such as `affine(784, 50)` or `relu`",
+            ));
         }
         let name: Ident = input.parse()?;
         let args = if input.peek(token::Paren) {
             let inner;
             let paren = parenthesized!(inner in input);
-            Some((paren, Punctuated::parse_terminated(&inner)?))
+            let args = Punctuated::parse_terminated(&inner).map_err(|error| {
+                syn::Error::new(
+                    error.span(),
+                    format!("{error} in the arguments of `{name}`"),
+                )
+            })?;
+            Some((paren, args))
         } else {
             None
         };
         Ok(Layer { name, args })
+    }
+}
+
+/// The error for what follows `previous` when it is not `->`: a missing arrow, arguments in the
+/// wrong brackets, an element type written where it does not go, or a stray token. `elem_like`:
+/// `previous` is the first layer and is named like an element type (`f64`).
+fn missing_arrow(
+    input: ParseStream,
+    previous: &Layer,
+    elem_like: bool,
+    item: Option<&Ident>,
+) -> syn::Error {
+    let previous_text = previous.describe();
+    if previous.args.is_none()
+        && let Some((proc_macro2::TokenTree::Group(group), _)) = input.cursor().token_tree()
+        && matches!(
+            group.delimiter(),
+            proc_macro2::Delimiter::Bracket | proc_macro2::Delimiter::Brace
+        )
+    {
+        let args = Punctuated::<Expr, Token![,]>::parse_terminated
+            .parse2(group.stream())
+            .map(|args| {
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|arg| arg.to_token_stream().to_string())
+                    .collect();
+                args.join(", ")
+            })
+            .unwrap_or_else(|_| "...".to_owned());
+        return syn::Error::new(
+            group.span(),
+            format!(
+                "a layer's arguments go in parentheses: `{}({args})`",
+                previous.name
+            ),
+        );
+    }
+    if elem_like && let Some(name) = item {
+        return syn::Error::new_spanned(
+            &previous.name,
+            format!(
+                "the element type goes after the network's name: `struct {name}: {previous_text} {{ ... }}`"
+            ),
+        );
+    }
+    if input.peek(Ident) {
+        if elem_like {
+            return input.error(format!(
+                "expected `:` after the element type: `{previous_text}: ...`"
+            ));
+        }
+        let next = input.fork().parse::<Layer>().map(|layer| layer.describe());
+        let next = next.unwrap_or_else(|_| "this layer".to_owned());
+        return input.error(format!(
+            "expected `->` between `{previous_text}` and `{next}`"
+        ));
+    }
+    input.error(format!(
+        "unexpected {} after `{previous_text}`: layers are joined with `->`",
+        next_token(input)
+    ))
+}
+
+/// An error at the next token: `message` and what was found instead. At the end of the input syn
+/// itself says so ("unexpected end of input, ...").
+fn expected(input: ParseStream, message: &str) -> syn::Error {
+    if input.is_empty() {
+        input.error(message)
+    } else {
+        input.error(format!("{message}, found {}", next_token(input)))
+    }
+}
+
+/// The next token, for a message: `` `,` ``, `` `->` ``, `` `(...)` ``, `` `'a` ``, or `the end of
+/// the input`.
+fn next_token(input: ParseStream) -> String {
+    use proc_macro2::{Delimiter, Spacing, TokenTree};
+    let cursor = input.cursor();
+    if let Some((lifetime, _)) = cursor.lifetime() {
+        return format!("`{lifetime}`");
+    }
+    if let Some((punct, mut rest)) = cursor.punct() {
+        // A multi-character operator is one token to the reader: `=>`, `::`, `<-`.
+        let mut text = punct.as_char().to_string();
+        let mut spacing = punct.spacing();
+        while spacing == Spacing::Joint
+            && let Some((next, after)) = rest.punct()
+        {
+            text.push(next.as_char());
+            spacing = next.spacing();
+            rest = after;
+        }
+        return format!("`{text}`");
+    }
+    match cursor.token_tree() {
+        None => "the end of the input".to_owned(),
+        Some((TokenTree::Group(group), _)) => match group.delimiter() {
+            Delimiter::Parenthesis => "`(...)`".to_owned(),
+            Delimiter::Bracket => "`[...]`".to_owned(),
+            Delimiter::Brace => "`{...}`".to_owned(),
+            Delimiter::None => format!("`{}`", group.stream()),
+        },
+        Some((tree, _)) => format!("`{tree}`"),
     }
 }
 

@@ -19,3 +19,24 @@ fn two_layer_net() {
         }
     })));
 }
+
+#[test]
+fn network_without_a_loss_has_no_backward() {
+    insta::assert_snapshot!(pretty(crate::expand(quote! {
+        struct Encoder: f64 {
+            affine(4, 3) -> tanh -> affine(3, 2) -> sigmoid
+        }
+    })));
+}
+
+#[test]
+fn expression_form_with_mse() {
+    let expansion = crate::expand(quote! {
+        affine(2, 3) -> sigmoid -> affine(3, 1) -> mse
+    });
+    insta::assert_snapshot!(pretty(quote! {
+        fn main() {
+            let mut net = #expansion;
+        }
+    }));
+}

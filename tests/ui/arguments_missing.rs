@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        affine -> relu -> mse
+    }
+}
+
+fn main() {}

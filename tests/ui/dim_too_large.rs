@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        affine(100000000000000000000000, 3) -> mse
+    }
+}
+
+fn main() {}

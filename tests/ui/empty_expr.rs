@@ -1,0 +1,5 @@
+use chainrule::network;
+
+fn main() {
+    let net = network!();
+}

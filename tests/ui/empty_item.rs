@@ -1,0 +1,7 @@
+use chainrule::network;
+
+network! {
+    struct Net {}
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+use chainrule::network;
+
+fn main() {
+    let net = network!(f64 affine(2, 3) -> mse);
+}

@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        affine(784, 10) -> softmax_cross_entropy -> relu
+    }
+}
+
+fn main() {}
