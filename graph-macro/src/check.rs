@@ -351,25 +351,15 @@ fn resolve(layer: &Layer, errors: &mut Errors) -> Option<&'static OpSpec> {
 /// use for it (`linear`, `softmax`), its name in other letter case (`ReLU`), or a part of its name
 /// (`cross_entropy`).
 fn elsewhere_called(name: &str) -> Option<&'static str> {
-    const OTHER_NAMES: &[(&str, &str)] = &[
-        ("linear", "affine"),
-        ("dense", "affine"),
-        ("fc", "affine"),
-        ("fully_connected", "affine"),
-        ("logistic", "sigmoid"),
-        ("softmax", "softmax_cross_entropy"),
-        ("log_softmax", "softmax_cross_entropy"),
-        ("crossentropy", "softmax_cross_entropy"),
-        ("nll", "softmax_cross_entropy"),
-        ("mean_squared_error", "mse"),
-        ("l2", "mse"),
-    ];
     let lower = name.to_lowercase();
     if let Some(op) = ops::lookup(&lower) {
         return Some(op.name);
     }
-    if let Some(&(_, op)) = OTHER_NAMES.iter().find(|(other, _)| *other == lower) {
-        return ops::lookup(op).map(|op| op.name);
+    if let Some(op) = ops::OPS
+        .iter()
+        .find(|op| op.elsewhere.contains(&lower.as_str()))
+    {
+        return Some(op.name);
     }
     // A whole `_`-separated part of a known name, at least as long as `tanh`.
     if lower.len() >= 4 {

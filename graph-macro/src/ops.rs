@@ -12,6 +12,8 @@ pub struct OpSpec {
     pub name: &'static str,
     /// Other accepted spellings.
     pub aliases: &'static [&'static str],
+    /// Names other libraries use for it (lowercase): not accepted, but suggested when written.
+    pub elsewhere: &'static [&'static str],
     /// The names of its arguments; each is a dimension (a positive whole number).
     pub args: &'static [&'static str],
     /// How many features it accepts.
@@ -104,6 +106,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "affine",
         aliases: &[],
+        elsewhere: &["linear", "dense", "fc", "fully_connected"],
         args: &["in", "out"],
         takes: Takes::Arg(0),
         gives: Gives::Arg(1),
@@ -130,6 +133,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "relu",
         aliases: &[],
+        elsewhere: &[],
         args: &[],
         takes: Takes::Any,
         gives: Gives::Same,
@@ -144,6 +148,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "sigmoid",
         aliases: &[],
+        elsewhere: &["logistic"],
         args: &[],
         takes: Takes::Any,
         gives: Gives::Same,
@@ -158,6 +163,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "tanh",
         aliases: &[],
+        elsewhere: &[],
         args: &[],
         takes: Takes::Any,
         gives: Gives::Same,
@@ -172,6 +178,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "softmax_cross_entropy",
         aliases: &["softmax_with_loss"],
+        elsewhere: &["softmax", "log_softmax", "crossentropy", "nll"],
         args: &[],
         takes: Takes::AtLeast(2),
         gives: Gives::Same,
@@ -185,6 +192,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "mse",
         aliases: &[],
+        elsewhere: &["mean_squared_error", "l2"],
         args: &[],
         takes: Takes::Any,
         gives: Gives::Same,
