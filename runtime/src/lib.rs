@@ -7,9 +7,12 @@
 //! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
 //!   can be generic.
 //! - [`optim`]: optimisers; [`gradcheck`]: central-difference gradient checking.
+//! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
+//!   shuffled mini-batches.
 //!
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
+pub mod data;
 mod element;
 mod error;
 pub mod gradcheck;
@@ -21,7 +24,7 @@ mod param;
 mod target;
 
 pub use element::Element;
-pub use error::{Error, Result};
+pub use error::{DataError, Error, Result};
 pub use init::{Init, ParamInit};
 pub use network::{Network, Trainable, argmax_rows};
 #[doc(hidden)]
