@@ -45,6 +45,9 @@ pub enum Error {
         name: String,
         known: String,
     },
+    /// An optimiser name that [`Optim::from_name`](crate::optim::Optim::from_name) does not know.
+    #[error("there is no optimiser named {name:?}; choose one of: {known}")]
+    UnknownOptimizer { name: String, known: String },
 }
 
 /// `Result` with chainrule's [`Error`].

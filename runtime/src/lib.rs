@@ -6,7 +6,8 @@
 //! - [`Param`]: a parameter's value and gradient; [`Init`]: how weights start.
 //! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
 //!   can be generic.
-//! - [`optim`]: optimisers; [`gradcheck`]: central-difference gradient checking.
+//! - [`optim`]: the book's optimisers (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) behind one
+//!   [`Optimizer`](optim::Optimizer) trait; [`gradcheck`]: central-difference gradient checking.
 //! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
 //!   shuffled mini-batches.
 //!
