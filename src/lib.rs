@@ -53,7 +53,7 @@ pub use ndarray;
 /// What network code usually needs: the macro, the traits, initialisers and optimisers.
 pub mod prelude {
     pub use crate::network;
-    pub use chainrule_runtime::optim::Sgd;
+    pub use chainrule_runtime::optim::{Adam, Optim, Optimizer, Sgd};
     pub use chainrule_runtime::{Init, Network, Target, Trainable};
 }
 

@@ -6,12 +6,16 @@
 //! - [`Param`]: a parameter's value and gradient; [`Init`]: how weights start.
 //! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
 //!   can be generic.
-//! - [`optim`]: optimisers; [`gradcheck`]: central-difference gradient checking.
+//! - [`optim`]: the book's optimisers (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) behind one
+//!   [`Optimizer`](optim::Optimizer) trait; [`gradcheck`]: central-difference gradient checking.
+//! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
+//!   shuffled mini-batches.
 //! - [`checkpoint`]: parameters saved to and loaded from safetensors files.
 //!
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
 pub mod checkpoint;
+pub mod data;
 mod element;
 mod error;
 pub mod gradcheck;
@@ -23,7 +27,7 @@ mod param;
 mod target;
 
 pub use element::Element;
-pub use error::{Error, Result};
+pub use error::{DataError, Error, Result};
 pub use init::{Init, ParamInit};
 pub use network::{Network, Trainable, argmax_rows};
 #[doc(hidden)]
