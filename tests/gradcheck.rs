@@ -166,6 +166,9 @@ impl<N: Network> Network for OffByOnePercent<N> {
     ) -> chainrule::Result<chainrule::ndarray::ArrayView2<'_, N::Elem>> {
         self.0.forward(x)
     }
+    fn output(&self) -> chainrule::ndarray::ArrayView2<'_, N::Elem> {
+        self.0.output()
+    }
     fn param(&self, name: &str) -> chainrule::Result<chainrule::ParamRef<'_, N::Elem>> {
         self.0.param(name)
     }

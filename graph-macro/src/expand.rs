@@ -251,6 +251,10 @@ impl Generator<'_> {
                     ::core::result::Result::Ok(self.#output.view())
                 }
 
+                fn output(&self) -> ::chainrule::ndarray::ArrayView2<'_, #elem> {
+                    self.#output.view()
+                }
+
                 fn param(&self, name: &str) -> ::chainrule::Result<::chainrule::ParamRef<'_, #elem>> {
                     match name {
                         #(#ref_arms)*

@@ -10,7 +10,8 @@
 //!   [`Optimizer`](optim::Optimizer) trait; [`gradcheck`]: central-difference gradient checking.
 //! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
 //!   shuffled mini-batches.
-//! - [`checkpoint`]: parameters saved to and loaded from safetensors files.
+//! - [`checkpoint`]: parameters saved to and loaded from safetensors files; [`train`]: evaluation
+//!   helpers for training loops.
 //!
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
@@ -25,6 +26,7 @@ mod network;
 pub mod optim;
 mod param;
 mod target;
+pub mod train;
 
 pub use element::Element;
 pub use error::{DataError, Error, Result};

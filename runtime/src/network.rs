@@ -28,6 +28,9 @@ pub trait Network {
     /// a loss: the scores that flow into the loss). The view borrows the network's own buffer.
     fn forward(&mut self, x: ArrayView2<'_, Self::Elem>) -> Result<ArrayView2<'_, Self::Elem>>;
 
+    /// The output of the last `forward` or `loss` call (empty before the first).
+    fn output(&self) -> ArrayView2<'_, Self::Elem>;
+
     /// The index of the largest output for each sample.
     fn predict(&mut self, x: ArrayView2<'_, Self::Elem>) -> Result<Vec<usize>> {
         Ok(argmax_rows(self.forward(x)?))

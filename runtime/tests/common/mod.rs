@@ -96,6 +96,10 @@ impl<T: Element> Network for Toy<T> {
         Ok(self.out.view())
     }
 
+    fn output(&self) -> ArrayView2<'_, T> {
+        self.out.view()
+    }
+
     fn param(&self, name: &str) -> Result<ParamRef<'_, T>> {
         match name {
             "w" => Ok(self.w.view()),

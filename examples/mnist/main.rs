@@ -1,0 +1,330 @@
+//! The main job: train a network on MNIST, as the book's `train_neuralnet.py` does.
+//!
+//! `cargo run --release --example mnist` trains the two-layer net (784-50-10, ReLU,
+//! softmax-cross-entropy) with SGD (lr 0.1, batch 100) for 10 000 iterations from the book's
+//! initialisation (normal, std 0.01), printing train and test accuracy once per epoch, then a
+//! summary. `--help` lists the options: a deeper net, other optimisers and initialisers, saving and
+//! loading checkpoints, and a plot of the run.
+
+mod plot;
+
+use std::error::Error;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chainrule::checkpoint;
+use chainrule::data::{Batches, Dataset, Mnist, load_mnist};
+use chainrule::prelude::*;
+use chainrule::train::{Evaluation, evaluate};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+network! {
+    /// The book's two-layer net.
+    pub struct TwoLayerNet {
+        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
+    }
+}
+
+network! {
+    /// A deeper net, for He initialisation and Adam.
+    pub struct DeepNet {
+        affine(784, 256) -> relu -> affine(256, 256) -> relu -> affine(256, 256) -> relu
+            -> affine(256, 10) -> softmax_cross_entropy
+    }
+}
+
+/// Train a network on MNIST, or on any data set in its IDX format.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The network: the book's 784-50-10, or 784-256-256-256-10.
+    #[arg(long, value_enum, default_value_t = Arch::TwoLayer)]
+    arch: Arch,
+    /// Training iterations (mini-batches) [default: 10000, the book's, ≈17 epochs at batch 100].
+    #[arg(long, conflicts_with = "epochs")]
+    iterations: Option<usize>,
+    /// Training epochs (passes over the training set), instead of --iterations.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Samples per mini-batch.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// The optimiser: sgd, momentum, nesterov, adagrad, rmsprop or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Learning rate [default: 0.1 for sgd, the book's default for the others].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// L2 weight decay λ (applied to weights, not biases).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Weight initialisation: normal with --init-std (the book's default), He or Xavier.
+    #[arg(long, value_enum, default_value_t = InitKind::Std)]
+    init: InitKind,
+    /// The standard deviation for `--init std`.
+    #[arg(long, default_value_t = 0.01)]
+    init_std: f64,
+    /// Seed for initialisation and shuffling: the same seed gives the same run, bit for bit.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A directory holding the four MNIST IDX files (gzip or raw).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))]
+    data_dir: PathBuf,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Start from the parameters in this checkpoint (safetensors).
+    #[arg(long)]
+    load: Option<PathBuf>,
+    /// Save the trained parameters to this file (safetensors).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Write a PNG of accuracy and loss per epoch to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Arch {
+    /// 784-50-10, ReLU.
+    TwoLayer,
+    /// 784-256-256-256-10, ReLU.
+    Deep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum InitKind {
+    Std,
+    He,
+    Xavier,
+}
+
+/// One epoch's figures, for the log and the plot.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train: Evaluation,
+    pub test: Evaluation,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(&args) {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    let optim = optimizer(args)?;
+    let Mnist {
+        mut train,
+        mut test,
+    } = load_mnist(&args.data_dir)?;
+    if let Some(n) = args.train_limit {
+        train = train.take(n);
+    }
+    if let Some(n) = args.test_limit {
+        test = test.take(n);
+    }
+    println!(
+        "data: {} training and {} test images from {}",
+        train.len(),
+        test.len(),
+        args.data_dir.display()
+    );
+    let init = match args.init {
+        InitKind::Std => Init::Std(args.init_std),
+        InitKind::He => Init::He,
+        InitKind::Xavier => Init::Xavier,
+    };
+    let data = Mnist { train, test };
+    match args.arch {
+        Arch::TwoLayer => train_net(
+            TwoLayerNet::new(init, args.seed),
+            optim,
+            args,
+            &data,
+            started,
+        ),
+        Arch::Deep => train_net(DeepNet::new(init, args.seed), optim, args, &data, started),
+    }
+}
+
+/// The optimiser the options ask for, after checking every numeric option.
+fn optimizer(args: &Args) -> Result<Optim, Box<dyn Error>> {
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{name} must be a positive number, not {v}"))
+        }
+    };
+    if let Some(lr) = args.lr {
+        positive("--lr", lr)?;
+    }
+    positive("--init-std", args.init_std)?;
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay must be 0 or more, not {}",
+            args.weight_decay
+        )
+        .into());
+    }
+    if args.batch_size == 0 || args.iterations == Some(0) || args.epochs == Some(0) {
+        return Err("--batch-size, --iterations and --epochs must be at least 1".into());
+    }
+    let optim = Optim::from_name(&args.optimizer)?;
+    let optim = match (args.lr, &optim) {
+        (Some(lr), _) => optim.with_lr(lr),
+        (None, Optim::Sgd(_)) => optim.with_lr(0.1),
+        (None, _) => optim,
+    };
+    Ok(optim.with_weight_decay(args.weight_decay))
+}
+
+fn train_net<N>(
+    mut net: N,
+    mut optim: Optim,
+    args: &Args,
+    data: &Mnist,
+    started: Instant,
+) -> Result<(), Box<dyn Error>>
+where
+    N: for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
+{
+    if let Some(path) = &args.load {
+        checkpoint::load(&mut net, path)?;
+        println!("loaded parameters from {}", path.display());
+    }
+
+    let Mnist { train, test } = data;
+    let mut batches = Batches::new(train, args.batch_size, args.seed)?;
+    let per_epoch = batches.batches_per_epoch();
+    let iterations = match (args.iterations, args.epochs) {
+        (Some(n), _) => n,
+        (None, Some(epochs)) => epochs * per_epoch,
+        (None, None) => 10_000,
+    };
+    let epochs = iterations.div_ceil(per_epoch);
+    println!(
+        "network: {} ({} parameters); optimiser: {optim}; batch {}; {iterations} iterations = {epochs} epoch{} of {per_epoch}",
+        N::NAME,
+        N::PARAMS,
+        args.batch_size,
+        if epochs == 1 { "" } else { "s" }
+    );
+
+    let mut history = vec![record(&mut net, 0, train, test, args.batch_size)?];
+    report(&history[0], None);
+    let interactive = std::io::stderr().is_terminal();
+    let mut done = 0;
+    let mut training = Duration::ZERO;
+    let mut samples = 0usize;
+    for epoch in 1..=epochs {
+        let steps = per_epoch.min(iterations - done);
+        let bar = progress_bar(interactive, epoch, epochs, steps * args.batch_size);
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        while let Some((x, t)) = batches.next_batch() {
+            let loss = net.gradient(x, t)?;
+            optim.step(&mut net);
+            loss_sum += f64::from(loss) * t.len() as f64;
+            correct += Target::<f32>::correct(&t, net.output());
+            seen += t.len();
+            done += 1;
+            bar.inc(t.len() as u64);
+            if done % 20 == 0 {
+                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4}  acc {:.4}  {rate:>7.0} samples/s",
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64
+                ));
+            }
+            if done == iterations {
+                break;
+            }
+        }
+        let elapsed = epoch_start.elapsed();
+        training += elapsed;
+        samples += seen;
+        bar.finish_and_clear();
+        history.push(record(&mut net, epoch, train, test, args.batch_size)?);
+        report(&history[epoch], Some((elapsed, seen)));
+    }
+
+    let last = history[history.len() - 1];
+    println!(
+        "done: test accuracy {:.4} (train {:.4}) after {done} iterations; {:.1} s in all, {:.1} s training, {:.0} samples/s",
+        last.test.accuracy,
+        last.train.accuracy,
+        started.elapsed().as_secs_f64(),
+        training.as_secs_f64(),
+        samples as f64 / training.as_secs_f64()
+    );
+    if let Some(path) = &args.save {
+        checkpoint::save(&net, path)?;
+        println!("saved parameters to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(&history, N::NAME, path)?;
+        println!("plotted accuracy and loss to {}", path.display());
+    }
+    Ok(())
+}
+
+fn record<N>(
+    net: &mut N,
+    epoch: usize,
+    train: &Dataset,
+    test: &Dataset,
+    chunk: usize,
+) -> chainrule::Result<EpochRecord>
+where
+    N: for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
+{
+    Ok(EpochRecord {
+        epoch,
+        train: evaluate(net, train, chunk)?,
+        test: evaluate(net, test, chunk)?,
+    })
+}
+
+fn report(record: &EpochRecord, timing: Option<(Duration, usize)>) {
+    let timing = timing.map_or(String::new(), |(elapsed, seen)| {
+        format!(
+            "  ({:.2} s, {:.0} samples/s)",
+            elapsed.as_secs_f64(),
+            seen as f64 / elapsed.as_secs_f64()
+        )
+    });
+    println!(
+        "epoch {:>3}  train loss {:.4} acc {:.4}  test loss {:.4} acc {:.4}{timing}",
+        record.epoch,
+        record.train.loss,
+        record.train.accuracy,
+        record.test.loss,
+        record.test.accuracy
+    );
+}
+
+/// A progress bar on a terminal; nothing otherwise, so logs get only the per-epoch lines.
+fn progress_bar(interactive: bool, epoch: usize, epochs: usize, samples: usize) -> ProgressBar {
+    if !interactive {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(samples as u64).with_prefix(format!("epoch {epoch}/{epochs}"));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar
+}
