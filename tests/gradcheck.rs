@@ -169,6 +169,12 @@ impl<N: Network> Network for OffByOnePercent<N> {
     fn output(&self) -> chainrule::ndarray::ArrayView2<'_, N::Elem> {
         self.0.output()
     }
+    fn backward_from(
+        &mut self,
+        dy: chainrule::ndarray::ArrayView2<'_, N::Elem>,
+    ) -> chainrule::Result<()> {
+        self.0.backward_from(dy)
+    }
     fn param(&self, name: &str) -> chainrule::Result<chainrule::ParamRef<'_, N::Elem>> {
         self.0.param(name)
     }

@@ -10,7 +10,7 @@ use petgraph::graph::NodeIndex;
 use proc_macro2::Span;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 
-use crate::graph::{Graph, Node};
+use crate::graph::{Errors, Graph, Node};
 use crate::ops::{self, Gives, InitSpec, OpSpec, Takes};
 use crate::parse::{Form, Layer, NetworkDef};
 
@@ -20,8 +20,10 @@ pub struct Checked<'a> {
     pub name: String,
     /// The element type: `f32` or `f64`.
     pub elem: Ident,
-    /// Every value: index 0 is the network's input, the others are outputs of `nodes`.
+    /// Every value: the network's inputs and the outputs of `nodes`.
     pub values: Vec<Value>,
+    /// The network's inputs, in the order their columns come in a batch.
+    pub inputs: Vec<CheckedInput>,
     /// The layers in topological order (the loss, if any, last).
     pub nodes: Vec<CheckedNode<'a>>,
     /// The value the network returns from `forward` (what flows into the loss, if any).
@@ -37,8 +39,20 @@ pub struct Value {
     /// Whether backward must compute the loss's gradient with respect to it: only if a parameter
     /// lies upstream of it.
     pub needs_grad: bool,
-    /// The node producing it, `None` for the network's input.
+    /// The node producing it, `None` for an input of the network.
     pub producer: Option<usize>,
+    /// The name it is bound to, if any.
+    pub name: Option<String>,
+}
+
+/// One of the network's inputs.
+pub struct CheckedInput {
+    /// Its value.
+    pub value: usize,
+    /// Its name (`None` for the implicit input of a chain).
+    pub name: Option<String>,
+    /// Whether backward computes its gradient (`#[grad]`).
+    pub grad: bool,
 }
 
 /// A layer resolved against the op table.
@@ -108,20 +122,55 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
     // its input has), so that a mismatch can say where the number comes from.
     let mut width_set_by: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut value_of: HashMap<NodeIndex, usize> = HashMap::new();
-    let mut values = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut inputs_checked = Vec::new();
     let mut nodes: Vec<CheckedNode> = Vec::new();
     let mut counters: HashMap<&str, usize> = HashMap::new();
     let mut loss: Option<&Layer> = None;
 
     for &index in &graph.order {
         let layer = match graph.dag[index] {
-            Node::Input => {
+            Node::ImplicitInput => {
                 widths.insert(index, Width::Free);
-                value_of.insert(index, 0);
+                value_of.insert(index, values.len());
+                inputs_checked.push((
+                    index,
+                    CheckedInput {
+                        value: values.len(),
+                        name: None,
+                        grad: false,
+                    },
+                ));
                 values.push(Value {
                     width: 0,
                     needs_grad: false,
                     producer: None,
+                    name: None,
+                });
+                continue;
+            }
+            Node::Input { name, layer, grad } => {
+                let op = ops::lookup("input").expect("the op table has `input`");
+                let Some(args) = arguments(layer, op, &mut errors) else {
+                    widths.insert(index, Width::Unknown);
+                    continue;
+                };
+                widths.insert(index, Width::Known(args[0]));
+                width_set_by.insert(index, index);
+                value_of.insert(index, values.len());
+                inputs_checked.push((
+                    index,
+                    CheckedInput {
+                        value: values.len(),
+                        name: Some(name.to_string()),
+                        grad,
+                    },
+                ));
+                values.push(Value {
+                    width: args[0],
+                    needs_grad: grad,
+                    producer: None,
+                    name: Some(name.to_string()),
                 });
                 continue;
             }
@@ -171,12 +220,21 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             }
             loss.get_or_insert(layer);
         }
-        let Some(args) = arguments(layer, op, &mut errors) else {
+        let args = if op.takes_values() {
+            value_count(layer, op, &mut errors).then(Vec::new)
+        } else {
+            arguments(layer, op, &mut errors)
+        };
+        let Some(args) = args else {
             continue;
         };
         let Some(params) = parameters(layer, op, &args, &mut errors) else {
             continue;
         };
+        if inputs.is_empty() {
+            // A merge whose arguments did not resolve; the graph stage said why.
+            continue;
+        }
 
         // The shape rule: what the op takes, against what flows in.
         let input = inputs[0];
@@ -227,11 +285,45 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                 ));
                 None
             }
+            (Width::Known(width), Takes::Equal) => {
+                let mismatch = inputs
+                    .iter()
+                    .skip(1)
+                    .find_map(|&other| match widths[&other] {
+                        Width::Known(w) if w != width => Some((other, w)),
+                        _ => None,
+                    });
+                if let Some((other, other_width)) = mismatch {
+                    errors.push(syn::Error::new_spanned(
+                        layer,
+                        format!(
+                            "{} needs inputs of one width, but {} has {width} features and {} has {other_width}",
+                            layer.describe(),
+                            describe(graph, input),
+                            describe(graph, other)
+                        ),
+                    ));
+                    None
+                } else {
+                    Some(width)
+                }
+            }
             (Width::Known(width), _) => Some(width),
         };
         let (out_width, setter) = match op.gives {
             Gives::Arg(i) => (Some(args[i]), Some(index)),
             Gives::Same => (in_width, width_set_by.get(&input).copied()),
+            Gives::Sum => {
+                let widths: Option<Vec<usize>> = inputs
+                    .iter()
+                    .map(|i| match widths[i] {
+                        Width::Known(w) => Some(w),
+                        _ => None,
+                    })
+                    .collect();
+                let sum = widths.and_then(|w| w.into_iter().try_fold(0usize, usize::checked_add));
+                (sum, Some(index))
+            }
         };
         let Some(out_width) = out_width else {
             continue;
@@ -258,6 +350,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             width: out_width,
             needs_grad,
             producer: Some(nodes.len()),
+            name: graph.names.get(&index).map(|name| name.to_string()),
         });
         value_of.insert(index, output);
         nodes.push(CheckedNode {
@@ -272,18 +365,22 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
 
     errors.finish()?;
 
-    // Without errors every layer was built, and a parsed chain has at least one.
-    let Some(last) = nodes.last() else {
+    // Without errors every node was built. The network returns the graph's output, or what flows
+    // into it when it is the loss.
+    let Some(&output_node) = value_of.get(&graph.output) else {
         return Err(syn::Error::new(
             Span::call_site(),
-            "internal error in `network!`: no layer was built, yet no error was found",
+            "internal error in `network!`: the output was not built, yet no error was found",
         ));
     };
-    let output = if last.op.is_loss() {
-        last.inputs[0]
-    } else {
-        last.output
+    let output = match values[output_node].producer {
+        Some(node) if nodes[node].op.is_loss() => nodes[node].inputs[0],
+        _ => output_node,
     };
+    // The inputs in declaration order: the order of their columns in a batch.
+    inputs_checked.sort_by_key(|(node, _)| graph.inputs.iter().position(|input| input == node));
+    let inputs_checked: Vec<CheckedInput> =
+        inputs_checked.into_iter().map(|(_, input)| input).collect();
     let mut param_count = 0usize;
     for node in &nodes {
         for param in &node.params {
@@ -307,27 +404,11 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
         name,
         elem,
         values,
+        inputs: inputs_checked,
         nodes,
         output,
         param_count,
     })
-}
-
-/// Collected errors, reported together.
-#[derive(Default)]
-struct Errors(Option<syn::Error>);
-
-impl Errors {
-    fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
-    }
 }
 
 /// The op a layer names.
@@ -371,6 +452,30 @@ fn elsewhere_called(name: &str) -> Option<&'static str> {
             .map(|op| op.name);
     }
     None
+}
+
+/// Whether a merge names as many values as it takes.
+fn value_count(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> bool {
+    let given = layer.arguments().len();
+    let (ok, wants) = match op.inputs {
+        ops::Inputs::Values(names) => (
+            given == names.len(),
+            format!("{} values ({})", names.len(), names.join(", ")),
+        ),
+        ops::Inputs::AtLeast(min) => (given >= min, format!("at least {min} values")),
+        ops::Inputs::Chain | ops::Inputs::Source => (true, String::new()),
+    };
+    if !ok {
+        errors.push(syn::Error::new_spanned(
+            layer,
+            format!(
+                "`{}` takes {wants}, but {given} {} given",
+                layer.name,
+                if given == 1 { "was" } else { "were" }
+            ),
+        ));
+    }
+    ok
 }
 
 /// The layer's arguments as dimensions, checked against the op's argument list.
@@ -527,8 +632,10 @@ fn set_by(graph: &Graph, node: NodeIndex, width_set_by: &HashMap<NodeIndex, Node
 
 /// How a message names the producer of a value: the layer as written, or "the input".
 fn describe(graph: &Graph, node: NodeIndex) -> String {
-    match graph.dag[node] {
-        Node::Input => "the network's input".to_owned(),
-        Node::Layer(layer) => layer.describe(),
+    match (&graph.dag[node], graph.names.get(&node)) {
+        (Node::ImplicitInput, _) => "the network's input".to_owned(),
+        (Node::Input { name, .. }, _) => format!("the input `{name}`"),
+        (Node::Layer(_), Some(name)) => format!("`{name}`"),
+        (Node::Layer(layer), None) => layer.describe(),
     }
 }

@@ -1,40 +1,77 @@
-//! The checked graph in Graphviz's DOT language: op names and shapes, for the `DOT` constant.
+//! The checked graph in Graphviz's DOT language: op names and shapes, for the `DOT` constant and
+//! the edges that `dot_with_values` labels with what flows along them.
 
 use std::fmt::Write;
 
 use crate::check::Checked;
 
+/// The whole graph, each edge labelled with its shape (`n × 784`).
 pub fn render(net: &Checked) -> String {
-    let mut dot = String::new();
-    let _ = writeln!(dot, "digraph {} {{", quote_id(&net.name));
-    dot.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
-    let _ = writeln!(
-        dot,
-        "  v0 [label=\"input\\n{} features\", shape=ellipse];",
-        net.values[0].width
-    );
-    for node in &net.nodes {
+    let (mut dot, edges) = parts(net);
+    for (from, to) in edges {
         let _ = writeln!(
             dot,
-            "  v{} [label=\"{}\\n{}\"];",
-            node.output,
-            node.ident,
-            escape(&node.layer.describe())
+            "  v{from} -> {} [label=\"n × {}\"];",
+            node_id(to),
+            net.values[from].width
         );
-        for &input in &node.inputs {
-            let _ = writeln!(
-                dot,
-                "  v{input} -> v{} [label=\"n × {}\"];",
-                node.output, net.values[input].width
-            );
-        }
     }
     dot.push_str("}\n");
     dot
 }
 
-fn quote_id(name: &str) -> String {
-    format!("\"{}\"", escape(name))
+/// The sink that a network without a loss sends its output to, as an edge's target.
+pub const OUTPUT: usize = usize::MAX;
+
+/// The DOT name of the node standing for value `value` (or of the output sink).
+pub fn node_id(value: usize) -> String {
+    if value == OUTPUT {
+        "output".to_owned()
+    } else {
+        format!("v{value}")
+    }
+}
+
+/// The header and node lines, and the edges as (value, consuming node's value) pairs; node `vK`
+/// stands for value `K`, and [`OUTPUT`] for the network's output when no loss consumes it.
+pub fn parts(net: &Checked) -> (String, Vec<(usize, usize)>) {
+    let mut dot = String::new();
+    let _ = writeln!(dot, "digraph \"{}\" {{", escape(&net.name));
+    dot.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
+    dot.push_str("  edge [fontname=\"Helvetica\", fontsize=10];\n");
+    for input in &net.inputs {
+        let width = net.values[input.value].width;
+        let name = input.name.as_deref().unwrap_or("input");
+        let _ = writeln!(
+            dot,
+            "  v{} [label=\"{}\\n{width} feature{}\", shape=ellipse];",
+            input.value,
+            escape(name),
+            if width == 1 { "" } else { "s" }
+        );
+    }
+    let mut edges = Vec::new();
+    for node in &net.nodes {
+        let name = match &net.values[node.output].name {
+            Some(name) => format!("{name} = {}", node.ident),
+            None => node.ident.clone(),
+        };
+        let _ = writeln!(
+            dot,
+            "  v{} [label=\"{}\\n{}\"];",
+            node.output,
+            escape(&name),
+            escape(&node.layer.describe())
+        );
+        for &input in &node.inputs {
+            edges.push((input, node.output));
+        }
+    }
+    if !net.nodes.last().is_some_and(|node| node.op.is_loss()) {
+        dot.push_str("  output [shape=plaintext];\n");
+        edges.push((net.output, OUTPUT));
+    }
+    (dot, edges)
 }
 
 fn escape(text: &str) -> String {

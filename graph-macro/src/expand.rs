@@ -1,11 +1,13 @@
 //! Stage 4: the generated code. The only stage that builds Rust syntax.
 //!
-//! For each network it emits a struct (parameters public, activation and gradient buffers private),
+//! For each network it emits a struct (parameters public, value and gradient buffers private),
 //! one small method per node and pass whose doc comment names the source layer and the math it
-//! does, `forward`/`backward` that call them in topological and reverse order, and impls of the
-//! runtime's `Network` and (with a loss) `Trainable` traits.
+//! does, `run_forward`/`run_backward` that call them in topological and reverse topological order,
+//! and impls of the runtime's `Network` and (with a loss) `Trainable` traits.
 
-use proc_macro2::{Span, TokenStream};
+use std::collections::HashSet;
+
+use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::Ident;
 
@@ -19,26 +21,20 @@ pub fn expand(def: &NetworkDef, net: &Checked) -> TokenStream {
         Form::Item { ident, .. } => ident.clone(),
         Form::Expr => Ident::new("Network", Span::mixed_site()),
     };
-    let definition = Generator { net, ty: &ty }.generate();
+    let (fields, rest) = Generator { net, ty: &ty }.generate();
     match &def.form {
-        Form::Item { attrs, vis, .. } => {
-            let (fields, rest) = definition;
-            quote! {
-                #(#attrs)*
-                #vis struct #ty { #fields }
+        Form::Item { attrs, vis, .. } => quote! {
+            #(#attrs)*
+            #vis struct #ty { #fields }
+            #rest
+        },
+        Form::Expr => quote! {
+            {
+                struct #ty { #fields }
                 #rest
+                <#ty as ::core::default::Default>::default()
             }
-        }
-        Form::Expr => {
-            let (fields, rest) = definition;
-            quote! {
-                {
-                    struct #ty { #fields }
-                    #rest
-                    <#ty as ::core::default::Default>::default()
-                }
-            }
-        }
+        },
     }
 }
 
@@ -47,13 +43,30 @@ struct Generator<'a> {
     ty: &'a Ident,
 }
 
+/// How a backward method stores an input's gradient: the first path to reach a value sets its
+/// gradient buffer, later ones add to it.
+#[derive(Clone, Copy)]
+enum Mode {
+    Set,
+    Add,
+}
+
+impl quote::ToTokens for Mode {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        tokens.extend(match self {
+            Mode::Set => quote!(::chainrule::kernels::GradMode::Set),
+            Mode::Add => quote!(::chainrule::kernels::GradMode::Add),
+        });
+    }
+}
+
 impl Generator<'_> {
     /// The struct's fields, and everything after the struct.
     fn generate(&self) -> (TokenStream, TokenStream) {
         let net = self.net;
         let ty = self.ty;
         let elem = &net.elem;
-        let loss = self.loss();
+        let name = &net.name;
 
         // Parameters: one public field each.
         let mut param_fields = Vec::new();
@@ -63,11 +76,11 @@ impl Generator<'_> {
         for node in &net.nodes {
             for param in &node.params {
                 let field = param_field(node, param.name);
-                let name = format!("{}.{}", node.ident, param.name);
+                let param_name = format!("{}.{}", node.ident, param.name);
                 let rank = format_ident!("Ix{}", param.shape.len());
                 let dims: Vec<String> = param.shape.iter().map(usize::to_string).collect();
                 let doc = format!(
-                    " `{}`'s {}: {} (`{name}`).",
+                    " `{}`'s {}: {} (`{param_name}`).",
                     node.layer.describe(),
                     param.name,
                     dims.join(" × ")
@@ -77,7 +90,8 @@ impl Generator<'_> {
                     #[doc = #doc]
                     pub #field: ::chainrule::Param<#elem, ::chainrule::ndarray::#rank>
                 });
-                param_news.push(quote! { #field: ::chainrule::Param::zeros(#name, (#(#shape,)*)) });
+                param_news
+                    .push(quote! { #field: ::chainrule::Param::zeros(#param_name, (#(#shape,)*)) });
                 let how = match param.init {
                     ResolvedInit::Weight { fan_in } => {
                         let fan_in = lit(fan_in);
@@ -86,11 +100,11 @@ impl Generator<'_> {
                     ResolvedInit::Zero => quote!(::chainrule::ParamInit::Zero),
                 };
                 param_inits.push(quote! { self.#field.init(#how, init, &mut rng); });
-                param_names.push((name, field));
+                param_names.push((param_name, field));
             }
         }
 
-        // Buffers: every value but the loss's output, and a gradient for every value that needs one.
+        // Buffers: every value but the loss's output, and a gradient where backward needs one.
         let mut buffer_fields = Vec::new();
         let mut buffer_news = Vec::new();
         let mut buffer_resizes = Vec::new();
@@ -98,45 +112,48 @@ impl Generator<'_> {
             if self.is_loss_output(v) {
                 continue;
             }
-            let width = value.width;
-            let width_lit = lit(width);
+            let width = lit(value.width);
             let mut add = |field: Ident, doc: String| {
                 buffer_fields.push(quote! {
                     #[doc = #doc]
                     #field: ::chainrule::ndarray::Array2<#elem>
                 });
                 buffer_news
-                    .push(quote! { #field: ::chainrule::ndarray::Array2::zeros((0, #width_lit)) });
+                    .push(quote! { #field: ::chainrule::ndarray::Array2::zeros((0, #width)) });
                 buffer_resizes
-                    .push(quote! { ::chainrule::resize_rows(&mut self.#field, rows, #width_lit); });
+                    .push(quote! { ::chainrule::resize_rows(&mut self.#field, rows, #width); });
             };
             add(
                 self.value(v),
-                format!(" Values of {}: batch × {width}.", self.value_doc(v)),
+                format!(" Values of {}: batch × {}.", self.value_doc(v), value.width),
             );
             if self.has_grad(v) {
                 add(
                     self.grad(v),
-                    format!(
-                        " The loss's gradient with respect to {}.",
-                        self.value_doc(v)
-                    ),
+                    format!(" The gradient with respect to {}.", self.value_doc(v)),
                 );
             }
         }
-        let loss_ready_field = loss.map(|_| {
-            quote! {
-                /// Whether the buffers hold a loss's forward pass, ready for backward.
-                loss_ready: bool
+
+        // The inputs take consecutive columns of a batch.
+        let input_width: usize = net.inputs.iter().map(|i| net.values[i.value].width).sum();
+        let mut offset = 0;
+        let input_copies = net.inputs.iter().map(|input| {
+            let field = self.value(input.value);
+            let width = net.values[input.value].width;
+            let (start, end) = (lit(offset), lit(offset + width));
+            offset += width;
+            if net.inputs.len() == 1 {
+                quote!(self.#field.assign(&x);)
+            } else {
+                quote!(self.#field.assign(&x.slice(::chainrule::ndarray::s![.., #start..#end]));)
             }
         });
-        let loss_ready_new = loss.map(|_| quote!(loss_ready: false));
-        let loss_ready_clear = loss.map(|_| quote!(self.loss_ready = false;));
+        let input_copies: Vec<TokenStream> = input_copies.collect();
 
         // One method per node and pass.
         let mut methods = Vec::new();
         let mut forward_calls = Vec::new();
-        let mut backward_calls = Vec::new();
         for node in &net.nodes {
             if node.op.is_loss() {
                 continue;
@@ -149,8 +166,15 @@ impl Generator<'_> {
                 fn #forward(&mut self) { #body }
             });
             forward_calls.push(quote!(self.#forward();));
-            // Without a loss there is no backward pass, and no gradient buffers.
-            if let Some((doc, body)) = loss.and_then(|_| self.backward_body(node)) {
+        }
+        // Backward in reverse order; the loss (last) has written its input's gradient already.
+        let mut written: HashSet<usize> = HashSet::from([net.output]);
+        let mut backward_calls = Vec::new();
+        for node in net.nodes.iter().rev() {
+            if node.op.is_loss() {
+                continue;
+            }
+            if let Some((doc, body)) = self.backward_body(node, &mut written) {
                 let backward = format_ident!("backward_{}", node.ident);
                 methods.push(quote! {
                     #[doc = #doc]
@@ -160,14 +184,13 @@ impl Generator<'_> {
                 backward_calls.push(quote!(self.#backward();));
             }
         }
-        backward_calls.reverse();
 
-        let name = &net.name;
-        let input_width = lit(net.values[0].width);
+        let input_width_lit = lit(input_width);
         let output_width = lit(net.values[net.output].width);
         let param_count = lit(net.param_count);
         let dot = dot::render(net);
         let output = self.value(net.output);
+        let output_grad = self.grad(net.output);
         let names = param_names.iter().map(|(name, _)| name);
         let ref_arms = param_names
             .iter()
@@ -181,14 +204,27 @@ impl Generator<'_> {
         let visit_mut = param_names
             .iter()
             .map(|(_, field)| quote!(f(self.#field.view_mut());));
-        let input = self.value(0);
 
-        let trainable = loss.map(|loss| self.trainable(loss, backward_calls));
+        let grad_inputs: Vec<(&String, Ident)> = net
+            .inputs
+            .iter()
+            .filter(|input| input.grad)
+            .filter_map(|input| Some((input.name.as_ref()?, self.grad(input.value))))
+            .collect();
+        let grad_input_names = grad_inputs.iter().map(|(name, _)| name);
+        let grad_input_arms = grad_inputs
+            .iter()
+            .map(|(name, field)| quote!(#name => ::core::result::Result::Ok(self.#field.view()),));
+        let values_visit = self.values_visit();
+        let dot_with_values = self.dot_with_values();
+
+        let trainable = self.loss().map(|loss| self.trainable(loss));
 
         let fields = quote! {
             #(#param_fields,)*
             #(#buffer_fields,)*
-            #loss_ready_field
+            /// Which pass the buffers hold.
+            pass: ::chainrule::Pass
         };
         let rest = quote! {
             impl #ty {
@@ -197,24 +233,28 @@ impl Generator<'_> {
                     let mut net = #ty {
                         #(#param_news,)*
                         #(#buffer_news,)*
-                        #loss_ready_new
+                        pass: ::chainrule::Pass::None,
                     };
                     ::chainrule::Network::init(&mut net, init, seed);
                     net
                 }
 
                 /// Sizes the buffers for `x`'s batch (allocating only when the batch size changes)
-                /// and copies `x` in.
+                /// and copies the inputs in.
                 fn prepare(&mut self, x: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
                     let rows = x.nrows();
                     #(#buffer_resizes)*
-                    self.#input.assign(&x);
-                    #loss_ready_clear
+                    #(#input_copies)*
                 }
 
                 /// The forward pass, in topological order.
                 fn run_forward(&mut self) {
                     #(#forward_calls)*
+                }
+
+                /// The backward pass, in reverse topological order: the chain rule, node by node.
+                fn run_backward(&mut self) {
+                    #(#backward_calls)*
                 }
 
                 #(#methods)*
@@ -230,7 +270,7 @@ impl Generator<'_> {
             impl ::chainrule::Network for #ty {
                 type Elem = #elem;
                 const NAME: &'static str = #name;
-                const INPUT: usize = #input_width;
+                const INPUT: usize = #input_width_lit;
                 const OUTPUT: usize = #output_width;
                 const PARAMS: usize = #param_count;
                 const PARAM_NAMES: &'static [&'static str] = &[#(#names),*];
@@ -245,14 +285,43 @@ impl Generator<'_> {
                     &mut self,
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                 ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
-                    ::chainrule::check_input(#name, &x, #input_width)?;
+                    ::chainrule::check_input(#name, &x, #input_width_lit)?;
                     self.prepare(x);
                     self.run_forward();
+                    self.pass = ::chainrule::Pass::Forward;
                     ::core::result::Result::Ok(self.#output.view())
                 }
 
                 fn output(&self) -> ::chainrule::ndarray::ArrayView2<'_, #elem> {
                     self.#output.view()
+                }
+
+                fn backward_from(
+                    &mut self,
+                    dy: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                ) -> ::chainrule::Result<()> {
+                    ::chainrule::check_output_grad(
+                        #name,
+                        self.pass,
+                        &dy,
+                        self.#output.nrows(),
+                        #output_width,
+                    )?;
+                    self.#output_grad.assign(&dy);
+                    self.run_backward();
+                    ::core::result::Result::Ok(())
+                }
+
+                fn input_grad(
+                    &self,
+                    name: &str,
+                ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
+                    match name {
+                        #(#grad_input_arms)*
+                        _ => ::core::result::Result::Err(
+                            ::chainrule::no_input_grad(#name, name, &[#(#grad_input_names),*]),
+                        ),
+                    }
                 }
 
                 fn param(&self, name: &str) -> ::chainrule::Result<::chainrule::ParamRef<'_, #elem>> {
@@ -286,6 +355,14 @@ impl Generator<'_> {
                 ) {
                     #(#visit_mut)*
                 }
+
+                fn for_each_value(&self, f: &mut dyn FnMut(::chainrule::ValueRef<'_, #elem>)) {
+                    #values_visit
+                }
+
+                fn dot_with_values(&self) -> ::std::string::String {
+                    #dot_with_values
+                }
             }
 
             #trainable
@@ -294,12 +371,12 @@ impl Generator<'_> {
     }
 
     /// The `Trainable` impl and the loss method.
-    fn trainable(&self, loss: &CheckedNode, backward_calls: Vec<TokenStream>) -> TokenStream {
+    fn trainable(&self, loss: &CheckedNode) -> TokenStream {
         let net = self.net;
         let ty = self.ty;
         let elem = &net.elem;
         let name = &net.name;
-        let input_width = lit(net.values[0].width);
+        let input_width = lit(net.inputs.iter().map(|i| net.values[i.value].width).sum());
         let Kernels::Loss {
             kernel,
             targets,
@@ -348,15 +425,15 @@ impl Generator<'_> {
                     self.prepare(x);
                     self.run_forward();
                     let loss = self.#method(t);
-                    self.loss_ready = true;
+                    self.pass = ::chainrule::Pass::Loss;
                     ::core::result::Result::Ok(loss)
                 }
 
                 fn backward(&mut self) -> ::chainrule::Result<()> {
-                    if !self.loss_ready {
+                    if self.pass != ::chainrule::Pass::Loss {
                         return ::core::result::Result::Err(::chainrule::Error::BackwardBeforeLoss);
                     }
-                    #(#backward_calls)*
+                    self.run_backward();
                     ::core::result::Result::Ok(())
                 }
             }
@@ -365,11 +442,17 @@ impl Generator<'_> {
 
     /// The doc comment and body of a node's forward method.
     fn forward_body(&self, node: &CheckedNode) -> (String, TokenStream) {
-        let x = self.value(node.inputs[0]);
+        let xs: Vec<Ident> = node.inputs.iter().map(|&v| self.value(v)).collect();
         let y = self.value(node.output);
+        let widths: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|&v| self.net.values[v].width.to_string())
+            .collect();
         let widths = format!(
             " {} → {} features.",
-            self.net.values[node.inputs[0]].width, self.net.values[node.output].width
+            widths.join(" + "),
+            self.net.values[node.output].width
         );
         match node.op.kernels {
             Kernels::Affine {
@@ -379,6 +462,7 @@ impl Generator<'_> {
             } => {
                 let kernel = format_ident!("{forward}");
                 let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
+                let x = &xs[0];
                 (
                     self.node_doc(node, forward_math, &widths),
                     quote! {
@@ -394,25 +478,90 @@ impl Generator<'_> {
                 ..
             } => {
                 let kernel = format_ident!("{forward}");
+                let x = &xs[0];
                 (
                     self.node_doc(node, forward_math, &widths),
                     quote!(::chainrule::kernels::#kernel(self.#x.view(), self.#y.view_mut());),
                 )
             }
-            Kernels::Loss { .. } => unreachable!("losses run in `loss`, not in the forward pass"),
+            Kernels::Merge {
+                forward,
+                forward_math,
+                ..
+            } => {
+                let kernel = format_ident!("{forward}");
+                let (a, b) = (&xs[0], &xs[1]);
+                (
+                    self.node_doc(node, forward_math, &widths),
+                    quote! {
+                        ::chainrule::kernels::#kernel(self.#a.view(), self.#b.view(), self.#y.view_mut());
+                    },
+                )
+            }
+            Kernels::Concat {
+                forward,
+                forward_math,
+                ..
+            } => {
+                let kernel = format_ident!("{forward}");
+                (
+                    self.node_doc(node, forward_math, &widths),
+                    quote! {
+                        ::chainrule::kernels::#kernel(&[#(self.#xs.view()),*], self.#y.view_mut());
+                    },
+                )
+            }
+            Kernels::Loss { .. } | Kernels::Source => {
+                unreachable!("losses run in `loss` and inputs are copied in `prepare`")
+            }
         }
     }
 
     /// The doc comment and body of a node's backward method; `None` when nothing upstream needs a
-    /// gradient from it.
-    fn backward_body(&self, node: &CheckedNode) -> Option<(String, TokenStream)> {
-        let input = node.inputs[0];
-        let x = self.value(input);
-        let input_needs_grad = self.has_grad(input);
-        let dx = self.grad(input);
+    /// gradient from it. `written` holds the values whose gradient buffers a later node (earlier in
+    /// the backward pass) has written.
+    fn backward_body(
+        &self,
+        node: &CheckedNode,
+        written: &mut HashSet<usize>,
+    ) -> Option<(String, TokenStream)> {
+        if !self.has_grad(node.output) {
+            return None;
+        }
         let y = self.value(node.output);
         let dy = self.grad(node.output);
-        match node.op.kernels {
+        // The mode for each input that needs a gradient, in argument order.
+        let modes: Vec<Option<Mode>> = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                self.net.values[v].needs_grad.then(|| {
+                    if written.insert(v) {
+                        Mode::Set
+                    } else {
+                        Mode::Add
+                    }
+                })
+            })
+            .collect();
+        let skipped: Vec<String> = node
+            .inputs
+            .iter()
+            .zip(&modes)
+            .filter(|(_, mode)| mode.is_none())
+            .map(|(&v, _)| self.value_doc(v))
+            .collect();
+        let note = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Not computed: the gradient of {}, which nothing needs.",
+                skipped.join(" and ")
+            )
+        };
+        let xs: Vec<Ident> = node.inputs.iter().map(|&v| self.value(v)).collect();
+        let dxs: Vec<Ident> = node.inputs.iter().map(|&v| self.grad(v)).collect();
+        let (math, body) = match node.op.kernels {
             Kernels::Affine {
                 backward_params,
                 backward_input,
@@ -421,52 +570,153 @@ impl Generator<'_> {
             } => {
                 let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
                 let params = format_ident!("{backward_params}");
+                let x = &xs[0];
                 let mut body = quote! {
                     ::chainrule::kernels::#params(
                         self.#x.view(), self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
                     );
                 };
-                let mut note = String::new();
-                if input_needs_grad {
-                    let input_kernel = format_ident!("{backward_input}");
+                if let Some(mode) = modes[0] {
+                    let kernel = format_ident!("{backward_input}");
+                    let dx = &dxs[0];
                     body.extend(quote! {
-                        ::chainrule::kernels::#input_kernel(
-                            self.#w.value(), self.#dy.view(), self.#dx.view_mut(),
+                        ::chainrule::kernels::#kernel(
+                            self.#w.value(), self.#dy.view(), self.#dx.view_mut(), #mode,
                         );
                     });
-                } else {
-                    note = format!(
-                        " dx is not computed: nothing needs the gradient of {}.",
-                        self.value_doc(input)
-                    );
                 }
-                Some((self.node_doc(node, backward_math, &note), body))
+                (backward_math, body)
             }
             Kernels::Elementwise {
                 backward,
                 backward_math,
                 ..
             } => {
-                if !input_needs_grad {
+                let mode = modes[0]?;
+                let kernel = format_ident!("{backward}");
+                let dx = &dxs[0];
+                let body = quote! {
+                    ::chainrule::kernels::#kernel(
+                        self.#y.view(), self.#dy.view(), self.#dx.view_mut(), #mode,
+                    );
+                };
+                (backward_math, body)
+            }
+            Kernels::Merge {
+                backward,
+                backward_math,
+                ..
+            } => {
+                let (a, b) = (&xs[0], &xs[1]);
+                let mut body = TokenStream::new();
+                for ((kernel, mode), dx) in backward.iter().zip(&modes).zip(&dxs) {
+                    let Some(mode) = mode else { continue };
+                    let kernel = format_ident!("{kernel}");
+                    body.extend(quote! {
+                        ::chainrule::kernels::#kernel(
+                            self.#a.view(), self.#b.view(), self.#y.view(), self.#dy.view(),
+                            self.#dx.view_mut(), #mode,
+                        );
+                    });
+                }
+                if body.is_empty() {
                     return None;
                 }
-                let kernel = format_ident!("{backward}");
-                Some((
-                    self.node_doc(node, backward_math, ""),
-                    quote! {
-                        ::chainrule::kernels::#kernel(
-                            self.#y.view(), self.#dy.view(), self.#dx.view_mut(),
-                        );
-                    },
-                ))
+                (backward_math, body)
             }
-            Kernels::Loss { .. } => unreachable!("the loss's gradient comes with the loss"),
+            Kernels::Concat {
+                backward,
+                backward_math,
+                ..
+            } => {
+                let kernel = format_ident!("{backward}");
+                let mut body = TokenStream::new();
+                let mut offset = 0;
+                for ((&v, mode), dx) in node.inputs.iter().zip(&modes).zip(&dxs) {
+                    let start = lit(offset);
+                    offset += self.net.values[v].width;
+                    let Some(mode) = mode else { continue };
+                    body.extend(quote! {
+                        ::chainrule::kernels::#kernel(self.#dy.view(), #start, self.#dx.view_mut(), #mode);
+                    });
+                }
+                if body.is_empty() {
+                    return None;
+                }
+                (backward_math, body)
+            }
+            Kernels::Loss { .. } | Kernels::Source => return None,
+        };
+        let accumulates = modes.iter().any(|mode| matches!(mode, Some(Mode::Add)));
+        let note = if accumulates {
+            format!(
+                "{note} Adds to gradients that other paths have set: the chain rule sums over paths."
+            )
+        } else {
+            note
+        };
+        Some((self.node_doc(node, math, &note), body))
+    }
+
+    /// `for_each_value`'s body: every value in topological order.
+    fn values_visit(&self) -> TokenStream {
+        // The inputs in declaration order, then every node's value in topological order.
+        let inputs = self.net.inputs.iter().map(|input| input.value);
+        let outputs = self.net.nodes.iter().map(|node| node.output);
+        let calls = inputs
+            .chain(outputs)
+            .filter(|&v| !self.is_loss_output(v))
+            .map(|v| {
+                let name = self.value_name(v);
+                let op = match self.net.values[v].producer {
+                    None => format!("input({})", self.net.values[v].width),
+                    Some(node) => self.net.nodes[node].layer.describe(),
+                };
+                let value = self.value(v);
+                let grad = if self.has_grad(v) {
+                    let grad = self.grad(v);
+                    quote!(::core::option::Option::Some(self.#grad.view()))
+                } else {
+                    quote!(::core::option::Option::None)
+                };
+                quote! {
+                    f(::chainrule::ValueRef { name: #name, op: #op, value: self.#value.view(), grad: #grad });
+                }
+            });
+        quote!(#(#calls)*)
+    }
+
+    /// `dot_with_values`'s body: `DOT`'s nodes, and each edge labelled with what flows along it.
+    fn dot_with_values(&self) -> TokenStream {
+        let (head, edges) = dot::parts(self.net);
+        let edges = edges.iter().map(|&(from, to)| {
+            let value = self.value(from);
+            let grad = if self.has_grad(from) {
+                let grad = self.grad(from);
+                quote!(::core::option::Option::Some(self.#grad.view()))
+            } else {
+                quote!(::core::option::Option::None)
+            };
+            let line = format!("  v{from} -> {} [label=\"{{}}\"];\n", dot::node_id(to));
+            quote! {
+                dot.push_str(&::std::format!(#line, ::chainrule::edge_label(self.#value.view(), #grad)));
+            }
+        });
+        quote! {
+            let mut dot = ::std::string::String::from(#head);
+            #(#edges)*
+            dot.push_str("}\n");
+            dot
         }
     }
 
     fn node_doc(&self, node: &CheckedNode, math: &str, note: &str) -> String {
+        let name = match self.net.values[node.output].name.as_deref() {
+            Some(name) => format!("`{name}` = "),
+            None => String::new(),
+        };
         format!(
-            " `{}` = `{}`: {math}.{note}",
+            " {name}`{}` = `{}`: {math}.{note}",
             node.ident,
             node.layer.describe()
         )
@@ -481,41 +731,57 @@ impl Generator<'_> {
         self.loss().is_some_and(|loss| loss.output == value)
     }
 
-    /// Whether a value has a gradient buffer: the network has a loss, and the value needs a
-    /// gradient or the loss writes one into it.
+    /// Whether a value has a gradient buffer: it needs a gradient, or it is the output (which
+    /// the loss or `backward_from` writes).
     fn has_grad(&self, value: usize) -> bool {
-        self.loss()
-            .is_some_and(|loss| self.net.values[value].needs_grad || loss.inputs.contains(&value))
+        self.net.values[value].needs_grad || value == self.net.output
+    }
+
+    /// The value's name for people: its name in the description, or its node's, or `input`.
+    fn value_name(&self, value: usize) -> String {
+        let v = &self.net.values[value];
+        match (&v.name, v.producer) {
+            (Some(name), _) => name.clone(),
+            (None, Some(node)) => self.net.nodes[node].ident.clone(),
+            (None, None) => "input".to_owned(),
+        }
     }
 
     /// The buffer holding a value.
     fn value(&self, value: usize) -> Ident {
-        match self.net.values[value].producer {
-            None => format_ident!("input"),
-            Some(node) => format_ident!("{}_out", self.net.nodes[node].ident),
+        let v = &self.net.values[value];
+        match (v.producer, &v.name) {
+            (None, None) => format_ident!("input"),
+            (None, Some(name)) => format_ident!("input_{}", name),
+            (Some(node), _) => format_ident!("{}_out", self.net.nodes[node].ident),
         }
     }
 
-    /// The buffer holding the loss's gradient with respect to a value.
+    /// The buffer holding the gradient with respect to a value.
     fn grad(&self, value: usize) -> Ident {
-        match self.net.values[value].producer {
-            None => format_ident!("input_grad"),
-            Some(node) => format_ident!("{}_dout", self.net.nodes[node].ident),
+        let v = &self.net.values[value];
+        match (v.producer, &v.name) {
+            (None, None) => format_ident!("input_grad"),
+            (None, Some(name)) => format_ident!("input_{}_grad", name),
+            (Some(node), _) => format_ident!("{}_dout", self.net.nodes[node].ident),
         }
     }
 
     /// How docs name a value.
     fn value_doc(&self, value: usize) -> String {
-        match self.net.values[value].producer {
-            None => "the network's input".to_owned(),
-            Some(node) => format!("`{}`'s output", self.net.nodes[node].ident),
+        let v = &self.net.values[value];
+        match (v.producer, &v.name) {
+            (None, None) => "the network's input".to_owned(),
+            (None, Some(name)) => format!("the input `{name}`"),
+            (Some(_), Some(name)) => format!("`{name}`"),
+            (Some(node), None) => format!("`{}`'s output", self.net.nodes[node].ident),
         }
     }
 }
 
 /// An integer literal without a suffix, as a person would write it.
-fn lit(n: usize) -> proc_macro2::Literal {
-    proc_macro2::Literal::usize_unsuffixed(n)
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
 }
 
 fn param_field(node: &CheckedNode, param: &str) -> Ident {

@@ -1,56 +1,446 @@
 //! Stage 2: the network as a petgraph DAG, sorted topologically.
 //!
-//! Nodes are operations (plus the network's input); an edge `a → b` says that `b` consumes the
-//! value `a` produces. Shapes are not known yet: `check` infers them along the topological order.
+//! Nodes are the network's inputs and its operations; an edge `a → b` says that `b` consumes the
+//! value `a` produces, and carries the argument position it fills. Names are resolved here: a
+//! chain may start from a named value (`h -> relu`), merges name their inputs (`add(h, r)`), and a
+//! name may be used before the statement that defines it, so a cycle is possible and is an error.
+//! Shapes are not known yet: `check` infers them along the topological order.
 
-use petgraph::algo::toposort;
+use std::collections::HashMap;
+
+use petgraph::Direction;
+use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
+use syn::{Expr, Ident};
 
-use crate::parse::{Chain, Layer};
+use crate::ops;
+use crate::parse::{Layer, Statement};
 
 /// A node of the graph before checking.
 pub enum Node<'a> {
-    /// The value fed to the network.
-    Input,
+    /// The network's one input when none is declared: what a chain starting with a layer reads.
+    ImplicitInput,
+    /// An input declared as `name = input(width)`.
+    Input {
+        name: &'a Ident,
+        layer: &'a Layer,
+        /// Whether backward computes the gradient with respect to it (`#[grad]`).
+        grad: bool,
+    },
     /// A layer as written.
     Layer(&'a Layer),
 }
 
-/// The graph and an order in which every node comes after its inputs.
-pub struct Graph<'a> {
-    pub dag: DiGraph<Node<'a>, ()>,
-    /// Every node, inputs before consumers.
-    pub order: Vec<NodeIndex>,
+/// An edge: the consumer's argument position, and the name through which it was referred to.
+pub struct Edge<'a> {
+    pub position: usize,
+    pub via: Option<&'a Ident>,
 }
 
-/// Builds the graph of a chain: input → first layer → … → last layer.
-pub fn build(chain: &Chain) -> syn::Result<Graph<'_>> {
-    let mut dag = DiGraph::new();
-    let mut previous = dag.add_node(Node::Input);
-    for layer in &chain.layers {
-        let node = dag.add_node(Node::Layer(layer));
-        dag.add_edge(previous, node, ());
-        previous = node;
-    }
-    let order = toposort(&dag, None).map_err(|cycle| {
-        let message = "the layers form a cycle; a network must be a directed acyclic graph";
-        match &dag[cycle.node_id()] {
-            Node::Layer(layer) => syn::Error::new_spanned(layer, message),
-            Node::Input => syn::Error::new(proc_macro2::Span::call_site(), message),
+/// The graph and an order in which every node comes after its inputs.
+pub struct Graph<'a> {
+    pub dag: DiGraph<Node<'a>, Edge<'a>>,
+    /// Every node, inputs before consumers.
+    pub order: Vec<NodeIndex>,
+    /// The network's inputs, in declaration order (the implicit one, if none is declared).
+    pub inputs: Vec<NodeIndex>,
+    /// The node whose value the network returns: the last statement's.
+    pub output: NodeIndex,
+    /// Values bound to names.
+    pub names: HashMap<NodeIndex, &'a Ident>,
+}
+
+/// Where a statement's value comes from before names are resolved.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Node(NodeIndex),
+    /// The value of another name: `y = h`, or a chain that is only a name.
+    Name(&'a Ident),
+}
+
+/// An edge whose source is a name, to connect once every statement has a node.
+struct Pending<'a> {
+    name: &'a Ident,
+    consumer: NodeIndex,
+    position: usize,
+}
+
+pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
+    let mut errors = Errors::default();
+    let mut dag: DiGraph<Node<'a>, Edge<'a>> = DiGraph::new();
+
+    // Pass 1: every statement's name, checked for doubles and for clashes with op names.
+    let mut defined: HashMap<String, (usize, &Ident)> = HashMap::new();
+    for (index, statement) in body.iter().enumerate() {
+        let Some(name) = &statement.name else {
+            continue;
+        };
+        if ops::lookup(&name.to_string()).is_some() {
+            errors.push(syn::Error::new_spanned(
+                name,
+                format!("`{name}` is the name of a layer; call this value something else"),
+            ));
+        } else if let Some((_, first)) = defined.get(&name.to_string()) {
+            let mut error = syn::Error::new_spanned(
+                name,
+                format!("`{name}` is defined twice; give each value its own name"),
+            );
+            error.combine(syn::Error::new_spanned(
+                first,
+                format!("`{name}` is first defined here"),
+            ));
+            errors.push(error);
+        } else {
+            defined.insert(name.to_string(), (index, name));
         }
-    })?;
-    Ok(Graph { dag, order })
+    }
+
+    // Inputs: declared ones, or one implicit input.
+    let mut inputs = Vec::new();
+    let mut statement_values: Vec<Option<Value<'a>>> = vec![None; body.len()];
+    for (index, statement) in body.iter().enumerate() {
+        let first = &statement.chain.layers[0];
+        let grad = grad_attribute(statement, &mut errors);
+        if first.name != "input" {
+            if let Some(attr) = grad {
+                errors.push(syn::Error::new_spanned(
+                    attr,
+                    "`#[grad]` asks for an input's gradient; it goes on a statement `name = input(width)`",
+                ));
+            }
+            continue;
+        }
+        match (&statement.name, statement.chain.layers.len()) {
+            (Some(name), 1) => {
+                let node = dag.add_node(Node::Input {
+                    name,
+                    layer: first,
+                    grad: grad.is_some(),
+                });
+                inputs.push(node);
+                statement_values[index] = Some(Value::Node(node));
+            }
+            _ => errors.push(syn::Error::new_spanned(
+                first,
+                "`input(width)` declares one of the network's inputs: write it alone and name it, as in `x = input(784);`",
+            )),
+        }
+    }
+    let implicit = inputs.is_empty().then(|| {
+        let node = dag.add_node(Node::ImplicitInput);
+        inputs.push(node);
+        node
+    });
+
+    // Pass 2: the layers of every chain.
+    let mut pending = Vec::new();
+    for (index, statement) in body.iter().enumerate() {
+        if statement_values[index].is_some() {
+            continue;
+        }
+        let mut value: Option<Value<'a>> = None;
+        for (position, layer) in statement.chain.layers.iter().enumerate() {
+            let op = ops::lookup(&layer.name.to_string());
+            let is_name = op.is_none() && layer.args.is_none();
+            if position == 0 {
+                // A name that no statement defines is a value only where names are in use;
+                // in a plain chain it is an unknown layer, for `check` to report.
+                if is_name && (defined.contains_key(&layer.name.to_string()) || !defined.is_empty())
+                {
+                    value = Some(Value::Name(&layer.name));
+                    continue;
+                }
+                let node = dag.add_node(Node::Layer(layer));
+                if op.is_some_and(|op| op.takes_values()) {
+                    for (argument, expr) in layer.arguments().enumerate() {
+                        match value_name(expr) {
+                            Some(name) => pending.push(Pending {
+                                name,
+                                consumer: node,
+                                position: argument,
+                            }),
+                            None => errors.push(syn::Error::new_spanned(
+                                expr,
+                                format!(
+                                    "`{}` combines values named in its arguments, as in `{}(h, r)`",
+                                    layer.name, layer.name
+                                ),
+                            )),
+                        }
+                    }
+                } else if let Some(input) = implicit {
+                    dag.add_edge(
+                        input,
+                        node,
+                        Edge {
+                            position: 0,
+                            via: None,
+                        },
+                    );
+                } else {
+                    errors.push(syn::Error::new_spanned(
+                        layer,
+                        format!(
+                            "`{}` has no input: this network declares its inputs, so start the chain from a value, as in `x -> {}`",
+                            layer.describe(),
+                            layer.describe()
+                        ),
+                    ));
+                }
+                value = Some(Value::Node(node));
+                continue;
+            }
+            // An unknown name that is not a value is an unknown layer, for `check` to report.
+            if is_name && defined.contains_key(&layer.name.to_string()) {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "`{}` is not a layer; to use a value, start a chain from it (`{} -> ...`) or combine it with `add`, `concat`, ...",
+                        layer.name, layer.name
+                    ),
+                ));
+                continue;
+            }
+            if let Some(op) = op.filter(|op| op.takes_values() || op.name == "input") {
+                errors.push(syn::Error::new_spanned(
+                    layer,
+                    format!(
+                        "`{}` cannot follow `->`: it starts a chain (`{} -> ...`)",
+                        layer.describe(),
+                        if op.name == "input" {
+                            "x = input(784); x".to_owned()
+                        } else {
+                            format!("{}(a, b)", op.name)
+                        }
+                    ),
+                ));
+                continue;
+            }
+            let node = dag.add_node(Node::Layer(layer));
+            match value {
+                Some(Value::Node(previous)) => {
+                    dag.add_edge(
+                        previous,
+                        node,
+                        Edge {
+                            position: 0,
+                            via: None,
+                        },
+                    );
+                }
+                Some(Value::Name(name)) => pending.push(Pending {
+                    name,
+                    consumer: node,
+                    position: 0,
+                }),
+                None => {}
+            }
+            value = Some(Value::Node(node));
+        }
+        statement_values[index] = value;
+    }
+
+    // Names to nodes, following aliases (`y = h`).
+    let resolve = |name: &Ident, errors: &mut Errors| -> Option<NodeIndex> {
+        let mut current = name;
+        for _ in 0..=body.len() {
+            let Some(&(index, _)) = defined.get(&current.to_string()) else {
+                let known: Vec<&String> = defined.keys().collect();
+                let near = known
+                    .iter()
+                    .map(|known| {
+                        (
+                            strsim::damerau_levenshtein(&current.to_string(), known),
+                            *known,
+                        )
+                    })
+                    .filter(|&(distance, known)| distance <= 2.max(known.len() / 3))
+                    .min_by_key(|&(distance, _)| distance);
+                let message = match near {
+                    Some((_, near)) => format!(
+                        "cannot find a value or layer named `{current}`; did you mean `{near}`?"
+                    ),
+                    None if ops::suggest(&current.to_string()).is_some() => format!(
+                        "cannot find a value or layer named `{current}`; did you mean the layer `{}`?",
+                        ops::suggest(&current.to_string()).unwrap_or_default()
+                    ),
+                    None => format!("cannot find a value or layer named `{current}`"),
+                };
+                errors.push(syn::Error::new_spanned(current, message));
+                return None;
+            };
+            match statement_values[index]? {
+                Value::Node(node) => return Some(node),
+                Value::Name(next) => current = next,
+            }
+        }
+        errors.push(syn::Error::new_spanned(
+            name,
+            format!("`{name}` is defined as itself, through other names only"),
+        ));
+        None
+    };
+    for edge in pending {
+        if let Some(source) = resolve(edge.name, &mut errors) {
+            dag.add_edge(
+                source,
+                edge.consumer,
+                Edge {
+                    position: edge.position,
+                    via: Some(edge.name),
+                },
+            );
+        }
+    }
+    let mut names = HashMap::new();
+    for (statement, value) in body.iter().zip(&statement_values) {
+        if let (Some(name), Some(value)) = (&statement.name, value) {
+            let node = match *value {
+                Value::Node(node) => Some(node),
+                Value::Name(other) => resolve(other, &mut Errors::default()),
+            };
+            if let Some(node) = node {
+                names.entry(node).or_insert(name);
+            }
+        }
+    }
+    let output = match statement_values.last().copied().flatten() {
+        Some(Value::Node(node)) => Some(node),
+        Some(Value::Name(name)) => resolve(name, &mut errors),
+        None => None,
+    };
+    errors.finish()?;
+    let output = output.expect("without errors the last statement has a value");
+
+    // Every value must be used: by a layer, or as the network's output.
+    for node in dag.node_indices() {
+        if node == output
+            || dag
+                .neighbors_directed(node, Direction::Outgoing)
+                .next()
+                .is_some()
+        {
+            continue;
+        }
+        let message = match (&dag[node], names.get(&node)) {
+            (Node::ImplicitInput, _) => continue,
+            (Node::Input { name, .. }, _) => format!("the input `{name}` is never used"),
+            (Node::Layer(_), Some(name)) => {
+                format!("`{name}` is computed but never used; use it, or remove it")
+            }
+            (Node::Layer(layer), None) => format!(
+                "the result of `{}` is never used: only the last statement's value leaves the network",
+                layer.describe()
+            ),
+        };
+        let error = match (&dag[node], names.get(&node)) {
+            (Node::Input { name, .. }, _) | (_, Some(name)) => {
+                syn::Error::new_spanned(name, message)
+            }
+            (Node::Layer(layer), None) => syn::Error::new_spanned(layer, message),
+            (Node::ImplicitInput, None) => continue,
+        };
+        errors.push(error);
+    }
+    errors.finish()?;
+
+    let order = toposort(&dag, None).map_err(|_| cycle_error(&dag, &names))?;
+    Ok(Graph {
+        dag,
+        order,
+        inputs,
+        output,
+        names,
+    })
+}
+
+/// The `#[grad]` attribute of a statement, if any; other attributes are errors.
+fn grad_attribute<'a>(statement: &'a Statement, errors: &mut Errors) -> Option<&'a syn::Attribute> {
+    let mut grad = None;
+    for attr in &statement.attrs {
+        if attr.path().is_ident("grad") && matches!(attr.meta, syn::Meta::Path(_)) {
+            grad = Some(attr);
+        } else {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "unknown attribute: the only one here is `#[grad]`, on an input",
+            ));
+        }
+    }
+    grad
+}
+
+/// A merge argument that names a value: a lone identifier.
+fn value_name(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => path.path.get_ident(),
+        Expr::Group(group) => value_name(&group.expr),
+        _ => None,
+    }
+}
+
+/// The error for a cycle: at a name that closes it, listing the values on it.
+fn cycle_error(dag: &DiGraph<Node, Edge>, names: &HashMap<NodeIndex, &Ident>) -> syn::Error {
+    for component in tarjan_scc(dag) {
+        let looped = component.len() > 1 || dag.contains_edge(component[0], component[0]);
+        if !looped {
+            continue;
+        }
+        let mut on_cycle: Vec<String> = component
+            .iter()
+            .filter_map(|node| names.get(node).map(|name| format!("`{name}`")))
+            .collect();
+        on_cycle.sort();
+        let closing = dag
+            .edge_indices()
+            .filter(|&edge| {
+                let (from, to) = dag.edge_endpoints(edge).expect("an edge has endpoints");
+                component.contains(&from) && component.contains(&to)
+            })
+            .find_map(|edge| dag[edge].via);
+        let message = format!(
+            "these values depend on each other in a cycle: {}; a network must be a directed acyclic graph",
+            on_cycle.join(", ")
+        );
+        return match closing {
+            Some(name) => syn::Error::new_spanned(name, message),
+            None => syn::Error::new(proc_macro2::Span::call_site(), message),
+        };
+    }
+    syn::Error::new(proc_macro2::Span::call_site(), "the graph has a cycle")
 }
 
 impl Graph<'_> {
-    /// The nodes whose outputs flow into `node`, in edge-insertion order.
+    /// The nodes whose outputs flow into `node`, in argument order.
     pub fn inputs(&self, node: NodeIndex) -> Vec<NodeIndex> {
-        let mut inputs: Vec<_> = self
+        let mut inputs: Vec<(usize, NodeIndex)> = self
             .dag
-            .neighbors_directed(node, petgraph::Direction::Incoming)
+            .edges_directed(node, Direction::Incoming)
+            .map(|edge| {
+                (
+                    edge.weight().position,
+                    petgraph::visit::EdgeRef::source(&edge),
+                )
+            })
             .collect();
-        // petgraph lists neighbours newest first; argument order is insertion order.
-        inputs.reverse();
-        inputs
+        inputs.sort_by_key(|&(position, _)| position);
+        inputs.into_iter().map(|(_, node)| node).collect()
+    }
+}
+
+/// Collected errors, reported together.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub fn finish(&mut self) -> syn::Result<()> {
+        self.0.take().map_or(Ok(()), Err)
     }
 }

@@ -41,7 +41,7 @@ fn expand(input: TokenStream) -> TokenStream {
 
 fn pipeline(input: TokenStream) -> syn::Result<TokenStream> {
     let def: parse::NetworkDef = syn::parse2(input)?;
-    let graph = graph::build(&def.chain)?;
+    let graph = graph::build(&def.body)?;
     let checked = check::check(&def, &graph)?;
     Ok(expand::expand(&def, &checked))
 }

@@ -16,6 +16,8 @@ pub struct OpSpec {
     pub elsewhere: &'static [&'static str],
     /// The names of its arguments; each is a dimension (a positive whole number).
     pub args: &'static [&'static str],
+    /// Where its inputs come from.
+    pub inputs: Inputs,
     /// How many features it accepts.
     pub takes: Takes,
     /// How many features it produces.
@@ -24,6 +26,19 @@ pub struct OpSpec {
     pub params: &'static [ParamSpec],
     /// The runtime kernels, and what they compute.
     pub kernels: Kernels,
+}
+
+/// Where an op's inputs come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Inputs {
+    /// One: the value before it in its chain (`x -> relu`), or the network's input.
+    Chain,
+    /// None: it is a source of values (`input(784)`).
+    Source,
+    /// The values named by its arguments, exactly these many, in this order: `add(a, b)`.
+    Values(&'static [&'static str]),
+    /// The values named by its arguments, at least this many: `concat(a, b, c)`.
+    AtLeast(usize),
 }
 
 /// The input-width half of a shape rule.
@@ -35,6 +50,8 @@ pub enum Takes {
     Arg(usize),
     /// At least this many features.
     AtLeast(usize),
+    /// Any width, the same for every input.
+    Equal,
 }
 
 /// The output-width half of a shape rule.
@@ -44,6 +61,8 @@ pub enum Gives {
     Same,
     /// The value of the argument at this index.
     Arg(usize),
+    /// The sum of its inputs' widths.
+    Sum,
 }
 
 /// A trainable parameter of an op.
@@ -84,6 +103,22 @@ pub enum Kernels {
         forward_math: &'static str,
         backward_math: &'static str,
     },
+    /// No kernel: the network's input, copied in from the caller's batch.
+    Source,
+    /// `forward(a, b, y)`, and `backward[i](a, b, y, dy, dx, mode)` for input `i`.
+    Merge {
+        forward: &'static str,
+        backward: [&'static str; 2],
+        forward_math: &'static str,
+        backward_math: &'static str,
+    },
+    /// `forward(&[parts], y)`, and `backward(dy, offset, dx, mode)` for each part.
+    Concat {
+        forward: &'static str,
+        backward: &'static str,
+        forward_math: &'static str,
+        backward_math: &'static str,
+    },
     /// `kernel(x, targets, dx) -> loss`: the mean loss and its gradient in one pass.
     Loss {
         kernel: &'static str,
@@ -108,6 +143,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &[],
         elsewhere: &["linear", "dense", "fc", "fully_connected"],
         args: &["in", "out"],
+        inputs: Inputs::Chain,
         takes: Takes::Arg(0),
         gives: Gives::Arg(1),
         params: &[
@@ -135,6 +171,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &[],
         elsewhere: &[],
         args: &[],
+        inputs: Inputs::Chain,
         takes: Takes::Any,
         gives: Gives::Same,
         params: &[],
@@ -150,6 +187,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &[],
         elsewhere: &["logistic"],
         args: &[],
+        inputs: Inputs::Chain,
         takes: Takes::Any,
         gives: Gives::Same,
         params: &[],
@@ -165,6 +203,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &[],
         elsewhere: &[],
         args: &[],
+        inputs: Inputs::Chain,
         takes: Takes::Any,
         gives: Gives::Same,
         params: &[],
@@ -180,6 +219,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &["softmax_with_loss"],
         elsewhere: &["softmax", "log_softmax", "crossentropy", "nll"],
         args: &[],
+        inputs: Inputs::Chain,
         takes: Takes::AtLeast(2),
         gives: Gives::Same,
         params: &[],
@@ -194,6 +234,7 @@ pub static OPS: &[OpSpec] = &[
         aliases: &[],
         elsewhere: &["mean_squared_error", "l2"],
         args: &[],
+        inputs: Inputs::Chain,
         takes: Takes::Any,
         gives: Gives::Same,
         params: &[],
@@ -203,12 +244,108 @@ pub static OPS: &[OpSpec] = &[
             math: "L = Σ (y − t)² / (2n); dx = (y − t) / n",
         },
     },
+    OpSpec {
+        name: "input",
+        aliases: &[],
+        elsewhere: &["placeholder"],
+        args: &["width"],
+        inputs: Inputs::Source,
+        takes: Takes::Any,
+        gives: Gives::Arg(0),
+        params: &[],
+        kernels: Kernels::Source,
+    },
+    OpSpec {
+        name: "add",
+        aliases: &[],
+        elsewhere: &["sum", "plus"],
+        args: &[],
+        inputs: Inputs::Values(&["a", "b"]),
+        takes: Takes::Equal,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Merge {
+            forward: "add_forward",
+            backward: ["add_backward_a", "add_backward_b"],
+            forward_math: "y = a + b",
+            backward_math: "da = dy, db = dy",
+        },
+    },
+    OpSpec {
+        name: "sub",
+        aliases: &[],
+        elsewhere: &["subtract", "minus"],
+        args: &[],
+        inputs: Inputs::Values(&["a", "b"]),
+        takes: Takes::Equal,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Merge {
+            forward: "sub_forward",
+            backward: ["sub_backward_a", "sub_backward_b"],
+            forward_math: "y = a − b",
+            backward_math: "da = dy, db = −dy",
+        },
+    },
+    OpSpec {
+        name: "mul",
+        aliases: &[],
+        elsewhere: &["multiply", "times", "prod"],
+        args: &[],
+        inputs: Inputs::Values(&["a", "b"]),
+        takes: Takes::Equal,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Merge {
+            forward: "mul_forward",
+            backward: ["mul_backward_a", "mul_backward_b"],
+            forward_math: "y = a·b",
+            backward_math: "da = dy·b, db = dy·a",
+        },
+    },
+    OpSpec {
+        name: "div",
+        aliases: &[],
+        elsewhere: &["divide"],
+        args: &[],
+        inputs: Inputs::Values(&["a", "b"]),
+        takes: Takes::Equal,
+        gives: Gives::Same,
+        params: &[],
+        kernels: Kernels::Merge {
+            forward: "div_forward",
+            backward: ["div_backward_a", "div_backward_b"],
+            forward_math: "y = a / b",
+            backward_math: "da = dy / b, db = −dy·y / b",
+        },
+    },
+    OpSpec {
+        name: "concat",
+        aliases: &[],
+        elsewhere: &["cat", "concatenate", "hstack"],
+        args: &[],
+        inputs: Inputs::AtLeast(2),
+        takes: Takes::Any,
+        gives: Gives::Sum,
+        params: &[],
+        kernels: Kernels::Concat {
+            forward: "concat_forward",
+            backward: "concat_backward",
+            forward_math: "y = [a | b | …] along the features",
+            backward_math: "each input's gradient is its own columns of dy",
+        },
+    },
 ];
 
 impl OpSpec {
     /// Whether this op is a loss (and so must end the network).
     pub fn is_loss(&self) -> bool {
         matches!(self.kernels, Kernels::Loss { .. })
+    }
+
+    /// Whether its arguments name values (a merge such as `add(a, b)`) rather than dimensions.
+    pub fn takes_values(&self) -> bool {
+        matches!(self.inputs, Inputs::Values(_) | Inputs::AtLeast(_))
     }
 }
 

@@ -3,15 +3,19 @@
 //! Grammar:
 //!
 //! ```text
-//! input  := item | expr
-//! item   := attribute* visibility `struct` IDENT elem? `{` chain `}`
-//! expr   := (IDENT `:`)? chain               -- the optional IDENT is the element type
-//! elem   := `:` IDENT                         -- `f32` (default) or `f64`
-//! chain  := layer (`->` layer)*
-//! layer  := IDENT (`(` argument,* `)`)?
+//! input     := item | expr
+//! item      := attribute* visibility `struct` IDENT elem? `{` body `}`
+//! expr      := (IDENT `:`)? body             -- the optional IDENT is the element type
+//! elem      := `:` IDENT                      -- `f32` (default) or `f64`
+//! body      := statement (`;` statement)* `;`?
+//! statement := attribute* (IDENT `=`)? chain  -- a chain, optionally named
+//! chain     := layer (`->` layer)*
+//! layer     := IDENT (`(` argument,* `)`)?
 //! ```
 //!
-//! Arguments are kept as expressions; what they must be is a question for `check`.
+//! A single unnamed chain is the whole language of simple networks: `affine(784, 50) -> relu`.
+//! Names, `input(width)` and merges such as `add(h, r)` make graphs. Which identifiers name values
+//! and which name ops, and what arguments must be, are questions for the later stages.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, TokenStreamExt};
@@ -25,7 +29,17 @@ pub struct NetworkDef {
     pub form: Form,
     /// The element type, if written (`f32` or `f64`; `check` decides which are allowed).
     pub elem: Option<Ident>,
-    /// The layers, in the order written.
+    /// The statements, in the order written; never empty after a successful parse.
+    pub body: Vec<Statement>,
+}
+
+/// `#[attrs] name = chain`, or a bare chain.
+pub struct Statement {
+    /// Attributes: `#[grad]` on an input asks for its gradient.
+    pub attrs: Vec<Attribute>,
+    /// The name the chain's result is bound to.
+    pub name: Option<Ident>,
+    /// The layers.
     pub chain: Chain,
 }
 
@@ -104,7 +118,7 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
     }
     let body;
     let braces = braced!(body in input);
-    let chain = parse_chain(&body, braces.span.join(), Some(&ident))?;
+    let body = parse_body(&body, braces.span.join(), Some(&ident))?;
     if !input.is_empty() {
         return Err(input.error(format!(
             "unexpected {} after the layers of `{ident}`: the network ends with its `}}`",
@@ -114,7 +128,7 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
     Ok(NetworkDef {
         form: Form::Item { attrs, vis, ident },
         elem,
-        chain,
+        body,
     })
 }
 
@@ -126,28 +140,58 @@ fn parse_expr(input: ParseStream) -> syn::Result<NetworkDef> {
     } else {
         None
     };
-    let chain = parse_chain(input, Span::call_site(), None)?;
+    let body = parse_body(input, Span::call_site(), None)?;
     Ok(NetworkDef {
         form: Form::Expr,
         elem,
-        chain,
+        body,
     })
 }
 
-/// `chain := layer (-> layer)*`, consuming all of `input`. `whole` spans the description, for the
-/// empty-network error; `item` is the struct's name in the item form.
-fn parse_chain(input: ParseStream, whole: Span, item: Option<&Ident>) -> syn::Result<Chain> {
+/// `body := statement (; statement)* ;?`, consuming all of `input`. `whole` spans the description,
+/// for the empty-network error; `item` is the struct's name in the item form.
+fn parse_body(
+    input: ParseStream,
+    whole: Span,
+    item: Option<&Ident>,
+) -> syn::Result<Vec<Statement>> {
     if input.is_empty() {
         return Err(syn::Error::new(
             whole,
             "this network has no layers: write at least one, e.g. `affine(784, 10) -> softmax_cross_entropy`",
         ));
     }
-    let mut layers = vec![input.parse::<Layer>()?];
+    let mut body = Vec::new();
     while !input.is_empty() {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let name = if input.peek(Ident)
+            && input.peek2(Token![=])
+            && !input.peek2(Token![==])
+            && !input.peek2(Token![=>])
+        {
+            let name: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            Some(name)
+        } else {
+            None
+        };
+        let chain = parse_chain(input, item)?;
+        body.push(Statement { attrs, name, chain });
+        if !input.is_empty() {
+            input.parse::<Token![;]>()?;
+        }
+    }
+    Ok(body)
+}
+
+/// `chain := layer (-> layer)*`, up to a `;` or the end of `input`. `item` is the struct's name in
+/// the item form.
+fn parse_chain(input: ParseStream, item: Option<&Ident>) -> syn::Result<Chain> {
+    let mut layers = vec![input.parse::<Layer>()?];
+    while !input.is_empty() && !input.peek(Token![;]) {
         if input.peek(Token![->]) {
             let arrow: Token![->] = input.parse()?;
-            if input.is_empty() {
+            if input.is_empty() || input.peek(Token![;]) {
                 return Err(syn::Error::new_spanned(
                     arrow,
                     "this `->` leads nowhere: write a layer after it, or remove it",
@@ -240,6 +284,11 @@ fn missing_arrow(
                 "the element type goes after the network's name: `struct {name}: {previous_text} {{ ... }}`"
             ),
         );
+    }
+    if input.peek(Ident) && input.peek2(Token![=]) {
+        return input.error(format!(
+            "expected `;` after `{previous_text}`: statements are separated by `;`"
+        ));
     }
     if input.peek(Ident) {
         if elem_like {

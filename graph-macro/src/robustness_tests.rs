@@ -171,7 +171,7 @@ const BAD_CHAINS: &[&str] = &[
     "-> affine(2, 3)",
     "affine(2,3) -> , relu",
     "affine(2,3) , relu",
-    "affine(2,3) -> relu;",
+    "affine(2,3) -> relu;;",
     "affine(2, 3) -> -> relu",
     "affine(2, 3) => relu",
     "affine(2, 3) - > relu",

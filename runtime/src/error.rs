@@ -36,6 +36,27 @@ pub enum Error {
         class: usize,
         classes: usize,
     },
+    /// `backward_from` was called before any forward pass.
+    #[error("{network} has no forward pass to backpropagate: call forward or loss first")]
+    BackwardBeforeForward { network: &'static str },
+    /// The gradient handed to `backward_from` does not match the output.
+    #[error(
+        "the gradient for {network}'s output must be {expected:?} (batch × outputs), but it is {actual:?}"
+    )]
+    OutputGradShape {
+        network: &'static str,
+        expected: (usize, usize),
+        actual: (usize, usize),
+    },
+    /// An input that has no gradient.
+    #[error(
+        "{network} keeps no gradient for an input named {name:?}; inputs with a gradient: {known}"
+    )]
+    NoInputGrad {
+        network: &'static str,
+        name: String,
+        known: String,
+    },
     /// `backward` was called without a `loss` call on the current batch.
     #[error("backward needs a loss: call loss(x, targets) on the batch first")]
     BackwardBeforeLoss,

@@ -6,16 +6,51 @@
 //!
 //! The calling conventions, by kind of op (the macro's op table names the kernels):
 //! - affine: `affine_forward(x, w, b, y)`, `affine_backward_params(x, dy, dw, db)`,
-//!   `affine_backward_input(w, dy, dx)`;
-//! - elementwise activations: `NAME_forward(x, y)` and `NAME_backward(y, dy, dx)`: their local
-//!   derivatives are written in terms of the output `y`, so the input need not be kept;
+//!   `affine_backward_input(w, dy, dx, mode)`;
+//! - elementwise activations: `NAME_forward(x, y)` and `NAME_backward(y, dy, dx, mode)`: their
+//!   local derivatives are written in terms of the output `y`, so the input need not be kept;
+//! - elementwise merges of two values: `NAME_forward(a, b, y)`, and `NAME_backward_a(a, b, y, dy,
+//!   da, mode)`, `NAME_backward_b(a, b, y, dy, db, mode)`, one per input;
+//! - concatenation along the features: `concat_forward(&[parts], y)` and
+//!   `concat_backward(dy, offset, dx, mode)` for the part starting at column `offset`;
 //! - losses: `NAME(x, targets, dx) -> loss`: the mean loss over the batch, and its gradient with
 //!   respect to `x` written into `dx` in the same pass (the fused softmax-with-loss of the book).
+//!
+//! An input gradient is written with a [`GradMode`]: where a value feeds several nodes, the first
+//! gradient that reaches it in the backward pass sets its gradient buffer and the others add to it
+//! (the chain rule sums over every path).
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, s};
 
 use crate::Element;
+
+/// How a backward kernel stores an input gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradMode {
+    /// Overwrite the buffer: the first gradient to reach the value.
+    Set,
+    /// Add to the buffer: a further path from the same value.
+    Add,
+}
+
+/// Stores `value(i)` into `dx` as `mode` says; `Zip` over `dx` and the given inputs.
+macro_rules! store {
+    ($mode:expr, $dx:expr, [$($v:ident = $a:expr),+] => $value:expr) => {
+        match $mode {
+            GradMode::Set => Zip::from($dx)$(.and($a))+.for_each(|d, $(&$v),+| *d = $value),
+            GradMode::Add => Zip::from($dx)$(.and($a))+.for_each(|d, $(&$v),+| *d += $value),
+        }
+    };
+}
+
+/// `general_mat_mul`'s `beta` for a mode: 0 overwrites, 1 accumulates.
+fn beta<T: Element>(mode: GradMode) -> T {
+    match mode {
+        GradMode::Set => T::zero(),
+        GradMode::Add => T::one(),
+    }
+}
 
 /// Affine forward: `y = x·W + b` (x: n×in, W: in×out, b: out, y: n×out).
 ///
@@ -50,8 +85,9 @@ pub fn affine_backward_input<T: Element>(
     w: ArrayView2<T>,
     dy: ArrayView2<T>,
     mut dx: ArrayViewMut2<T>,
+    mode: GradMode,
 ) {
-    general_mat_mul(T::one(), &dy, &w.t(), T::zero(), &mut dx);
+    general_mat_mul(T::one(), &dy, &w.t(), beta(mode), &mut dx);
 }
 
 /// ReLU forward: `y = max(x, 0)`.
@@ -65,11 +101,13 @@ pub fn relu_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
 }
 
 /// ReLU backward: `dx = dy` where `y > 0`, else 0.
-pub fn relu_backward<T: Element>(y: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>) {
-    Zip::from(dx)
-        .and(y)
-        .and(dy)
-        .for_each(|dx, &y, &dy| *dx = if y > T::zero() { dy } else { T::zero() });
+pub fn relu_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, dx, [y = y, dy = dy] => if y > T::zero() { dy } else { T::zero() });
 }
 
 /// Sigmoid forward: `y = 1 / (1 + e^(−x))`.
@@ -80,11 +118,13 @@ pub fn sigmoid_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
 }
 
 /// Sigmoid backward: `dx = dy·y·(1 − y)`.
-pub fn sigmoid_backward<T: Element>(y: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>) {
-    Zip::from(dx)
-        .and(y)
-        .and(dy)
-        .for_each(|dx, &y, &dy| *dx = dy * y * (T::one() - y));
+pub fn sigmoid_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, dx, [y = y, dy = dy] => dy * y * (T::one() - y));
 }
 
 /// The logistic function, computed so that neither branch overflows.
@@ -106,11 +146,162 @@ pub fn tanh_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
 }
 
 /// Tanh backward: `dx = dy·(1 − y²)`.
-pub fn tanh_backward<T: Element>(y: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>) {
-    Zip::from(dx)
-        .and(y)
-        .and(dy)
-        .for_each(|dx, &y, &dy| *dx = dy * (T::one() - y * y));
+pub fn tanh_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, dx, [y = y, dy = dy] => dy * (T::one() - y * y));
+}
+
+/// Add forward: `y = a + b`.
+///
+/// Local derivatives: `∂y/∂a = ∂y/∂b = 1`: the add node hands the incoming gradient on unchanged to
+/// both inputs, knowing nothing about where they came from (the seed's local computation).
+pub fn add_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a + b);
+}
+
+/// Add backward for `a`: `da = dy`.
+pub fn add_backward_a<T: Element>(
+    _a: ArrayView2<T>,
+    _b: ArrayView2<T>,
+    _y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    da: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, da, [dy = dy] => dy);
+}
+
+/// Add backward for `b`: `db = dy`.
+pub fn add_backward_b<T: Element>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    db: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    add_backward_a(a, b, y, dy, db, mode);
+}
+
+/// Subtract forward: `y = a − b`.
+///
+/// Local derivatives: `∂y/∂a = 1`, `∂y/∂b = −1`.
+pub fn sub_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a - b);
+}
+
+/// Subtract backward for `a`: `da = dy`.
+pub fn sub_backward_a<T: Element>(
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    da: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    add_backward_a(a, b, y, dy, da, mode);
+}
+
+/// Subtract backward for `b`: `db = −dy`.
+pub fn sub_backward_b<T: Element>(
+    _a: ArrayView2<T>,
+    _b: ArrayView2<T>,
+    _y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    db: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, db, [dy = dy] => -dy);
+}
+
+/// Multiply forward: `y = a·b`, element by element.
+///
+/// Local derivatives: `∂y/∂a = b`, `∂y/∂b = a`: the mul node hands each input the incoming gradient
+/// times the other input (the seed's "swap the inputs").
+pub fn mul_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a * b);
+}
+
+/// Multiply backward for `a`: `da = dy·b`.
+pub fn mul_backward_a<T: Element>(
+    _a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    _y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    da: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, da, [dy = dy, b = b] => dy * b);
+}
+
+/// Multiply backward for `b`: `db = dy·a`.
+pub fn mul_backward_b<T: Element>(
+    a: ArrayView2<T>,
+    _b: ArrayView2<T>,
+    _y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    db: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, db, [dy = dy, a = a] => dy * a);
+}
+
+/// Divide forward: `y = a / b`, element by element.
+///
+/// Local derivatives: `∂y/∂a = 1/b`, `∂y/∂b = −a/b² = −y/b`.
+pub fn div_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a / b);
+}
+
+/// Divide backward for `a`: `da = dy / b`.
+pub fn div_backward_a<T: Element>(
+    _a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    _y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    da: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, da, [dy = dy, b = b] => dy / b);
+}
+
+/// Divide backward for `b`: `db = −dy·y / b`.
+pub fn div_backward_b<T: Element>(
+    _a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    db: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    store!(mode, db, [dy = dy, y = y, b = b] => -dy * y / b);
+}
+
+/// Concatenation along the features: `y = [p₀ | p₁ | …]`.
+///
+/// Local derivative: each part's gradient is its own columns of `dy`.
+pub fn concat_forward<T: Element>(parts: &[ArrayView2<T>], mut y: ArrayViewMut2<T>) {
+    let mut offset = 0;
+    for part in parts {
+        let width = part.ncols();
+        y.slice_mut(s![.., offset..offset + width]).assign(part);
+        offset += width;
+    }
+}
+
+/// Concatenation backward for the part at columns `offset..offset + dx.ncols()`.
+pub fn concat_backward<T: Element>(
+    dy: ArrayView2<T>,
+    offset: usize,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    let width = dx.ncols();
+    store!(mode, dx, [dy = dy.slice(s![.., offset..offset + width])] => dy);
 }
 
 /// Softmax with cross-entropy loss (the book's SoftmaxWithLoss), fused.

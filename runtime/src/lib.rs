@@ -31,8 +31,10 @@ pub mod train;
 pub use element::Element;
 pub use error::{DataError, Error, Result};
 pub use init::{Init, ParamInit};
-pub use network::{Network, Trainable, argmax_rows};
+pub use network::{Network, Trainable, ValueRef, argmax_rows};
 #[doc(hidden)]
-pub use network::{check_input, resize_rows, unknown_param};
+pub use network::{
+    Pass, check_input, check_output_grad, edge_label, no_input_grad, resize_rows, unknown_param,
+};
 pub use param::{Param, ParamMut, ParamRef};
 pub use target::Target;

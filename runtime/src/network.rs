@@ -31,6 +31,32 @@ pub trait Network {
     /// The output of the last `forward` or `loss` call (empty before the first).
     fn output(&self) -> ArrayView2<'_, Self::Elem>;
 
+    /// Backpropagates `dy`, the gradient of some scalar with respect to the output of the last
+    /// forward pass (one row per sample): sets every parameter's gradient and the gradients of the
+    /// inputs marked `#[grad]`. With `dy` all ones on a one-sample batch, the gradients are those of
+    /// the output itself (the seed's backward pass from the total).
+    fn backward_from(&mut self, dy: ArrayView2<'_, Self::Elem>) -> Result<()>;
+
+    /// The gradient with respect to an input marked `#[grad]`, from the last backward pass.
+    /// (By default: none is kept.)
+    fn input_grad(&self, name: &str) -> Result<ArrayView2<'_, Self::Elem>> {
+        Err(no_input_grad(Self::NAME, name, &[]))
+    }
+
+    /// Visits every value of the graph in topological order: its name, the layer that made it,
+    /// its batch of values from the last forward pass, and its gradient if backward computes one.
+    /// (By default: none.)
+    fn for_each_value(&self, f: &mut dyn FnMut(ValueRef<'_, Self::Elem>)) {
+        let _ = f;
+    }
+
+    /// The graph in DOT, like [`Network::DOT`], with each edge labelled by the value that flows
+    /// along it (the first sample's) and its gradient from the last backward pass. (By default:
+    /// `DOT` as it is.)
+    fn dot_with_values(&self) -> String {
+        Self::DOT.to_owned()
+    }
+
     /// The index of the largest output for each sample.
     fn predict(&mut self, x: ArrayView2<'_, Self::Elem>) -> Result<Vec<usize>> {
         Ok(argmax_rows(self.forward(x)?))
@@ -95,6 +121,100 @@ pub(crate) fn argmax<T: Element>(row: ArrayView1<T>) -> usize {
         }
     }
     best
+}
+
+/// One value of a network's graph, as [`Network::for_each_value`] shows it.
+#[derive(Debug, Clone)]
+pub struct ValueRef<'a, T> {
+    /// The value's name: a name from the description, or the node's (`affine0`), or `input`.
+    pub name: &'static str,
+    /// What computes it, as written: `affine(784, 50)`, `mul(price, count)`, `input(1)`.
+    pub op: &'static str,
+    /// Its values from the last forward pass, one row per sample.
+    pub value: ArrayView2<'a, T>,
+    /// Its gradient from the last backward pass, if backward computes one.
+    pub grad: Option<ArrayView2<'a, T>>,
+}
+
+/// Which pass the buffers of a generated network hold; generated code keeps it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing yet.
+    None,
+    /// A forward pass.
+    Forward,
+    /// A forward pass and a loss, ready for `backward`.
+    Loss,
+}
+
+/// Checks a gradient handed to `backward_from` against the last forward pass.
+#[doc(hidden)]
+pub fn check_output_grad<T>(
+    network: &'static str,
+    pass: Pass,
+    dy: &ArrayView2<T>,
+    rows: usize,
+    width: usize,
+) -> Result<()> {
+    if pass == Pass::None {
+        return Err(Error::BackwardBeforeForward { network });
+    }
+    if dy.dim() != (rows, width) {
+        return Err(Error::OutputGradShape {
+            network,
+            expected: (rows, width),
+            actual: dy.dim(),
+        });
+    }
+    Ok(())
+}
+
+/// An edge's label in [`Network::dot_with_values`]: the first sample's values and gradient.
+#[doc(hidden)]
+pub fn edge_label<T: Element>(value: ArrayView2<T>, grad: Option<ArrayView2<T>>) -> String {
+    fn row<T: Element>(values: ArrayView2<T>) -> String {
+        let Some(first) = values.rows().into_iter().next() else {
+            return "-".to_owned();
+        };
+        let shown: Vec<String> = first
+            .iter()
+            .take(4)
+            .map(|&v| format!("{}", round(Element::to_f64(v))))
+            .collect();
+        let more = if first.len() > 4 { ", …" } else { "" };
+        if first.len() == 1 {
+            shown.join("")
+        } else {
+            format!("[{}{more}]", shown.join(", "))
+        }
+    }
+    fn round(v: f64) -> f64 {
+        if v == 0.0 || !v.is_finite() {
+            return v;
+        }
+        let digits = 5 - v.abs().log10().ceil() as i32;
+        let scale = 10f64.powi(digits.clamp(0, 12));
+        (v * scale).round() / scale
+    }
+    match grad {
+        Some(grad) => format!("{}\\n∂ {}", row(value), row(grad)),
+        None => row(value),
+    }
+}
+
+/// The error for an input name without a gradient; generated code calls it.
+#[doc(hidden)]
+pub fn no_input_grad(network: &'static str, name: &str, known: &[&str]) -> Error {
+    Error::NoInputGrad {
+        network,
+        name: name.to_owned(),
+        known: if known.is_empty() {
+            "none (mark an input `#[grad]` to get one)".to_owned()
+        } else {
+            known.join(", ")
+        },
+    }
 }
 
 /// Checks an input batch against a network's width; generated code calls it first.

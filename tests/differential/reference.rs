@@ -6,7 +6,7 @@
 //! naming. So a disagreement with a compiled network points at the macro's code generation.
 
 use chainrule::Element;
-use chainrule::kernels;
+use chainrule::kernels::{self, GradMode::Set};
 use chainrule::ndarray::{Array1, Array2};
 
 /// One layer of a chain, as the reference evaluator runs it.
@@ -194,16 +194,16 @@ pub fn evaluate<T: Element>(
                         dw.view_mut(),
                         db.view_mut(),
                     );
-                    kernels::affine_backward_input(p.weight.view(), dy.view(), dx.view_mut());
+                    kernels::affine_backward_input(p.weight.view(), dy.view(), dx.view_mut(), Set);
                     grads.push((format!("affine{affine}.bias"), db.iter().copied().collect()));
                     grads.push((
                         format!("affine{affine}.weight"),
                         dw.iter().copied().collect(),
                     ));
                 }
-                Op::Relu => kernels::relu_backward(y.view(), dy.view(), dx.view_mut()),
-                Op::Sigmoid => kernels::sigmoid_backward(y.view(), dy.view(), dx.view_mut()),
-                Op::Tanh => kernels::tanh_backward(y.view(), dy.view(), dx.view_mut()),
+                Op::Relu => kernels::relu_backward(y.view(), dy.view(), dx.view_mut(), Set),
+                Op::Sigmoid => kernels::sigmoid_backward(y.view(), dy.view(), dx.view_mut(), Set),
+                Op::Tanh => kernels::tanh_backward(y.view(), dy.view(), dx.view_mut(), Set),
             }
             dy = dx;
         }

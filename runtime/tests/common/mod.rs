@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use chainrule_runtime::Param;
-use chainrule_runtime::kernels::affine_forward;
+use chainrule_runtime::kernels::{affine_backward_params, affine_forward};
 use chainrule_runtime::{
     Element, Init, Network, ParamInit, ParamMut, ParamRef, Result, check_input, init, resize_rows,
     unknown_param,
@@ -17,6 +17,7 @@ use ndarray::{Array2, ArrayView2, Ix1, Ix2};
 pub struct Toy<T: Element> {
     pub w: Param<T, Ix2>,
     pub b: Param<T, Ix1>,
+    input: Array2<T>,
     out: Array2<T>,
 }
 
@@ -31,6 +32,7 @@ impl<T: Element> Toy<T> {
         let mut toy = Toy {
             w: Param::zeros(w_name, (2, 1)),
             b: Param::zeros(b_name, 1),
+            input: Array2::zeros((0, 2)),
             out: Array2::zeros((0, 1)),
         };
         toy.set_values([w0, w1, b]);
@@ -92,12 +94,18 @@ impl<T: Element> Network for Toy<T> {
     fn forward(&mut self, x: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
         check_input(Self::NAME, &x, Self::INPUT)?;
         resize_rows(&mut self.out, x.nrows(), Self::OUTPUT);
+        self.input = x.to_owned();
         affine_forward(x, self.w.value(), self.b.value(), self.out.view_mut());
         Ok(self.out.view())
     }
 
     fn output(&self) -> ArrayView2<'_, T> {
         self.out.view()
+    }
+
+    fn backward_from(&mut self, dy: ArrayView2<'_, T>) -> Result<()> {
+        affine_backward_params(self.input.view(), dy, self.w.grad_mut(), self.b.grad_mut());
+        Ok(())
     }
 
     fn param(&self, name: &str) -> Result<ParamRef<'_, T>> {
