@@ -40,3 +40,31 @@ fn expression_form_with_mse() {
         }
     }));
 }
+
+#[test]
+fn residual_block_sums_gradients_over_both_paths() {
+    // `h` feeds both the residual branch and the add: its gradient is set by one path and added
+    // to by the other. `x` is an input nobody asked a gradient for: it gets none.
+    insta::assert_snapshot!(pretty(crate::expand(quote! {
+        struct Residual {
+            x = input(784);
+            h = x -> affine(784, 64) -> relu;
+            r = h -> affine(64, 64) -> relu -> affine(64, 64);
+            add(h, r) -> affine(64, 10) -> softmax_cross_entropy
+        }
+    })));
+}
+
+#[test]
+fn shopping_bill_with_input_gradients() {
+    // Only the inputs marked #[grad] get gradient buffers; `count` does not.
+    insta::assert_snapshot!(pretty(crate::expand(quote! {
+        struct Bill: f64 {
+            #[grad] price = input(1);
+            count = input(1);
+            #[grad] rate = input(1);
+            won = mul(price, count);
+            div(won, rate)
+        }
+    })));
+}

@@ -15,33 +15,7 @@ use std::process::Command;
 use chainrule::ndarray::{Array2, array};
 use chainrule::prelude::*;
 
-network! {
-    /// Bill 1: (price × count) / rate + shipping.
-    pub struct Bill: f64 {
-        #[grad] price = input(1);
-        #[grad] count = input(1);
-        #[grad] rate = input(1);
-        #[grad] shipping = input(1);
-        won = mul(price, count);
-        dollars = div(won, rate);
-        total = add(dollars, shipping);
-    }
-}
-
-network! {
-    /// Bill 2: bill 1 plus friends' items, joining through an add node.
-    pub struct BillWithFriends: f64 {
-        #[grad] price = input(1);
-        #[grad] count = input(1);
-        #[grad] rate = input(1);
-        #[grad] shipping = input(1);
-        #[grad] friends = input(1);
-        won = mul(price, count);
-        dollars = div(won, rate);
-        mine = add(dollars, shipping);
-        total = add(mine, friends);
-    }
-}
+include!("bills.rs");
 
 /// Runs one bill forward and backward, prints it, and draws it if it can.
 fn show<N: Network<Elem = f64>>(net: &mut N, inputs: Array2<f64>, names: &[&str], file: &str) {
