@@ -1,0 +1,11 @@
+use chainrule::network;
+
+network! {
+    struct Net: f64 {
+        x = input(2);
+        a = add(x, a);
+        a -> affine(2, 1) -> mse
+    }
+}
+
+fn main() {}

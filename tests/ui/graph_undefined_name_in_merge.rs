@@ -1,0 +1,11 @@
+use chainrule::network;
+
+network! {
+    struct Net: f64 {
+        x = input(4);
+        h = x -> affine(4, 4) -> relu;
+        add(x, hh) -> affine(4, 2) -> mse
+    }
+}
+
+fn main() {}

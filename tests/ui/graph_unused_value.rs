@@ -1,0 +1,12 @@
+use chainrule::network;
+
+network! {
+    struct Net: f64 {
+        x = input(4);
+        h = x -> affine(4, 4) -> relu;
+        unused = h -> affine(4, 4) -> tanh;
+        h -> affine(4, 2) -> mse
+    }
+}
+
+fn main() {}
