@@ -1087,7 +1087,6 @@ network! {
 /// checkpoints store parameters by name; but layers are numbered in petgraph's topological order,
 /// so here `g`'s affine, written second, is `affine0`.
 #[test]
-#[ignore = "bug: parameter names follow petgraph's topological order, not the order written (h's affine(4, 5) is affine1)"]
 fn parameters_are_numbered_in_the_order_written() {
     let net = WrittenOrder::default();
     let shapes: Vec<(&str, Vec<usize>)> = WrittenOrder::PARAM_NAMES

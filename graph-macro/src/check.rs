@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use petgraph::graph::NodeIndex;
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 
 use crate::graph::{Errors, Graph, Node};
@@ -162,7 +163,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                     index,
                     CheckedInput {
                         value: values.len(),
-                        name: Some(name.to_string()),
+                        name: Some(name.unraw().to_string()),
                         grad,
                     },
                 ));
@@ -170,7 +171,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                     width: args[0],
                     needs_grad: grad,
                     producer: None,
-                    name: Some(name.to_string()),
+                    name: Some(name.unraw().to_string()),
                 });
                 continue;
             }
@@ -350,7 +351,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             width: out_width,
             needs_grad,
             producer: Some(nodes.len()),
-            name: graph.names.get(&index).map(|name| name.to_string()),
+            name: graph.names.get(&index).map(|name| name.unraw().to_string()),
         });
         value_of.insert(index, output);
         nodes.push(CheckedNode {

@@ -752,7 +752,7 @@ impl Generator<'_> {
         let v = &self.net.values[value];
         match (v.producer, &v.name) {
             (None, None) => format_ident!("input"),
-            (None, Some(name)) => format_ident!("input_{}", name),
+            (None, Some(name)) => format_ident!("{}_in", name),
             (Some(node), _) => format_ident!("{}_out", self.net.nodes[node].ident),
         }
     }
@@ -762,7 +762,7 @@ impl Generator<'_> {
         let v = &self.net.values[value];
         match (v.producer, &v.name) {
             (None, None) => format_ident!("input_grad"),
-            (None, Some(name)) => format_ident!("input_{}_grad", name),
+            (None, Some(name)) => format_ident!("{}_in_grad", name),
             (Some(node), _) => format_ident!("{}_dout", self.net.nodes[node].ident),
         }
     }

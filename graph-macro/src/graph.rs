@@ -6,10 +6,11 @@
 //! name may be used before the statement that defines it, so a cycle is possible and is an error.
 //! Shapes are not known yet: `check` infers them along the topological order.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use petgraph::Direction;
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use syn::{Expr, Ident};
 
@@ -71,11 +72,14 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
 
     // Pass 1: every statement's name, checked for doubles and for clashes with op names.
     let mut defined: HashMap<String, (usize, &Ident)> = HashMap::new();
+    // Names rejected for being op names: their uses are not reported again.
+    let mut rejected: Vec<String> = Vec::new();
     for (index, statement) in body.iter().enumerate() {
         let Some(name) = &statement.name else {
             continue;
         };
         if ops::lookup(&name.to_string()).is_some() {
+            rejected.push(name.to_string());
             errors.push(syn::Error::new_spanned(
                 name,
                 format!("`{name}` is the name of a layer; call this value something else"),
@@ -151,7 +155,14 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                     continue;
                 }
                 let node = dag.add_node(Node::Layer(layer));
-                if op.is_some_and(|op| op.takes_values()) {
+                // An unknown op whose arguments are all values is probably a misspelt merge:
+                // connect them, so that `check` reports the op and not the values as unused.
+                let misspelt_merge = op.is_none()
+                    && layer.args.is_some()
+                    && layer.arguments().all(|arg| {
+                        value_name(arg).is_some_and(|name| defined.contains_key(&name.to_string()))
+                    });
+                if op.is_some_and(|op| op.takes_values()) || misspelt_merge {
                     for (argument, expr) in layer.arguments().enumerate() {
                         match value_name(expr) {
                             Some(name) => pending.push(Pending {
@@ -168,6 +179,8 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                             )),
                         }
                     }
+                } else if op.is_none() || rejected.contains(&layer.name.to_string()) {
+                    // An unknown layer (`check` reports it), or a name already rejected.
                 } else if let Some(input) = implicit {
                     dag.add_edge(
                         input,
@@ -205,12 +218,12 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
-                        "`{}` cannot follow `->`: it starts a chain (`{} -> ...`)",
+                        "`{}` cannot follow `->`: {}",
                         layer.describe(),
                         if op.name == "input" {
-                            "x = input(784); x".to_owned()
+                            "an input is declared alone, as in `x = input(784);`, and a chain starts from its name: `x -> ...`".to_owned()
                         } else {
-                            format!("{}(a, b)", op.name)
+                            format!("it combines named values and starts a chain, as in `{}(a, b) -> ...`", op.name)
                         }
                     ),
                 ));
@@ -244,6 +257,13 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     let resolve = |name: &Ident, errors: &mut Errors| -> Option<NodeIndex> {
         let mut current = name;
         for _ in 0..=body.len() {
+            if current == "input" && !defined.contains_key("input") {
+                errors.push(syn::Error::new_spanned(
+                    current,
+                    "the network's input has no name here: declare it, as in `x = input(784);`, to use it by name",
+                ));
+                return None;
+            }
             let Some(&(index, _)) = defined.get(&current.to_string()) else {
                 let known: Vec<&String> = defined.keys().collect();
                 let near = known
@@ -274,9 +294,15 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                 Value::Name(next) => current = next,
             }
         }
+        let definition = defined
+            .get(&name.to_string())
+            .map_or(name, |&(_, ident)| ident);
         errors.push(syn::Error::new_spanned(
-            name,
-            format!("`{name}` is defined as itself, through other names only"),
+            definition,
+            format!(
+                "`{name}` is only ever another name (`{name} = ...` with a name on the right): \
+                 one of the names in the loop must be computed by a layer"
+            ),
         ));
         None
     };
@@ -290,6 +316,40 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                     via: Some(edge.name),
                 },
             );
+        }
+    }
+    // Statements that only name another value: the alias must be used, and a bare name may only
+    // be the last statement (the output).
+    let referenced: Vec<String> = body
+        .iter()
+        .flat_map(|statement| statement.chain.layers.iter())
+        .flat_map(|layer| {
+            std::iter::once(layer.name.to_string()).chain(
+                layer
+                    .arguments()
+                    .filter_map(value_name)
+                    .map(Ident::to_string),
+            )
+        })
+        .collect();
+    for (index, (statement, value)) in body.iter().zip(&statement_values).enumerate() {
+        if index + 1 == body.len() {
+            continue;
+        }
+        if let Some(Value::Name(target)) = value {
+            match &statement.name {
+                Some(name) if !referenced.contains(&name.to_string()) => {
+                    errors.push(syn::Error::new_spanned(
+                        name,
+                        format!("`{name}` is never used; use it, or remove it"),
+                    ));
+                }
+                Some(_) => {}
+                None => errors.push(syn::Error::new_spanned(
+                    target,
+                    "this statement does nothing: only the last statement's value leaves the network",
+                )),
+            }
         }
     }
     let mut names = HashMap::new();
@@ -344,7 +404,7 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     }
     errors.finish()?;
 
-    let order = toposort(&dag, None).map_err(|_| cycle_error(&dag, &names))?;
+    let order = source_order(&dag).ok_or_else(|| cycle_error(&dag, &names))?;
     Ok(Graph {
         dag,
         order,
@@ -354,16 +414,43 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     })
 }
 
+/// A topological order that, among the nodes ready at each step, takes the one written first, so
+/// layers are numbered (`affine0`, `affine1`, ...) in the order they appear. `None` for a cycle.
+fn source_order(dag: &DiGraph<Node, Edge>) -> Option<Vec<NodeIndex>> {
+    let mut waiting: Vec<usize> = dag
+        .node_indices()
+        .map(|node| dag.neighbors_directed(node, Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<NodeIndex>> = dag
+        .node_indices()
+        .filter(|node| waiting[node.index()] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(dag.node_count());
+    while let Some(Reverse(node)) = ready.pop() {
+        order.push(node);
+        for consumer in dag.neighbors_directed(node, Direction::Outgoing) {
+            waiting[consumer.index()] -= 1;
+            if waiting[consumer.index()] == 0 {
+                ready.push(Reverse(consumer));
+            }
+        }
+    }
+    (order.len() == dag.node_count()).then_some(order)
+}
+
 /// The `#[grad]` attribute of a statement, if any; other attributes are errors.
 fn grad_attribute<'a>(statement: &'a Statement, errors: &mut Errors) -> Option<&'a syn::Attribute> {
     let mut grad = None;
     for attr in &statement.attrs {
         if attr.path().is_ident("grad") && matches!(attr.meta, syn::Meta::Path(_)) {
             grad = Some(attr);
+        } else if attr.path().is_ident("doc") {
+            // A comment on a statement, for the reader.
         } else {
             errors.push(syn::Error::new_spanned(
                 attr,
-                "unknown attribute: the only one here is `#[grad]`, on an input",
+                "unknown attribute: a statement takes only `#[grad]` (on an input) and doc comments",
             ));
         }
     }

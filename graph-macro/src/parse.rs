@@ -19,6 +19,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, TokenStreamExt};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Ident, Token, Visibility, braced, parenthesized, token};
@@ -164,6 +165,13 @@ fn parse_body(
     let mut body = Vec::new();
     while !input.is_empty() {
         let attrs = input.call(Attribute::parse_outer)?;
+        if !input.peek(Ident) && input.peek(Ident::peek_any) && input.peek2(Token![=]) {
+            let keyword = input.call(Ident::parse_any)?;
+            return Err(syn::Error::new_spanned(
+                &keyword,
+                format!("`{keyword}` is a Rust keyword; call this value something else"),
+            ));
+        }
         let name = if input.peek(Ident)
             && input.peek2(Token![=])
             && !input.peek2(Token![==])
@@ -285,7 +293,11 @@ fn missing_arrow(
             ),
         );
     }
-    if input.peek(Ident) && input.peek2(Token![=]) {
+    let next_is_merge = input.fork().parse::<Ident>().is_ok_and(|next| {
+        crate::ops::lookup(&next.to_string())
+            .is_some_and(|op| op.takes_values() || op.name == "input")
+    });
+    if input.peek(Token![#]) || next_is_merge || (input.peek(Ident) && input.peek2(Token![=])) {
         return input.error(format!(
             "expected `;` after `{previous_text}`: statements are separated by `;`"
         ));

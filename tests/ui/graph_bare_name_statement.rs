@@ -1,0 +1,11 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        x = input(3);
+        x;
+        x -> affine(3, 1) -> mse
+    }
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        h = affine(4, 3) -> relu;
+        add(h, input) -> mse
+    }
+}
+
+fn main() {}
