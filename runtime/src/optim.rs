@@ -159,6 +159,14 @@ impl Optimizer for Sgd {
         let (lr, weight_decay) = (self.lr, self.weight_decay);
         net.for_each_param_mut(&mut |p| {
             let decay = decay_for(p.shape, weight_decay);
+            if decay == 0.0 {
+                // The hot path: `w -= lr·g` in the element type, which the compiler vectorises.
+                let lr = N::Elem::from_f64(lr);
+                for (w, &g) in p.value.iter_mut().zip(p.grad.iter()) {
+                    *w -= lr * g;
+                }
+                return;
+            }
             for (w, &g) in p.value.iter_mut().zip(p.grad.iter()) {
                 let wf = w.to_f64();
                 *w = N::Elem::from_f64(wf - lr * decayed(wf, g, decay));

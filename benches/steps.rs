@@ -1,0 +1,110 @@
+//! The speed workloads, each against the naive baseline in the same process:
+//!
+//! - W1 "book": 784-50-10 (affine, relu, affine, softmax-cross-entropy), batch 100, a training step
+//!   (forward, backward, SGD lr 0.1);
+//! - W2 "wide": 784-1024-1024-10 with relu, batch 256, a training step;
+//! - W3 "latency": 784-50-10 forward on one sample.
+//!
+//! `cargo bench --bench steps`; the per-iteration times give steps/s (1 / time) and the ratio to
+//! the baseline in the same group.
+
+mod naive;
+
+use std::hint::black_box;
+
+use chainrule::ndarray::Array2;
+use chainrule::prelude::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+network! {
+    struct Book { affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy }
+}
+
+network! {
+    struct Wide {
+        affine(784, 1024) -> relu -> affine(1024, 1024) -> relu -> affine(1024, 10)
+            -> softmax_cross_entropy
+    }
+}
+
+/// Inputs in [0, 1), random labels: the same data for both implementations.
+fn data(rows: usize, seed: u64) -> (Array2<f32>, Vec<usize>) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let x = Array2::from_shape_simple_fn((rows, 784), || rng.random::<f32>());
+    let t = (0..rows).map(|_| rng.random_range(0..10)).collect();
+    (x, t)
+}
+
+/// The naive net with the same weights as `net`.
+fn naive_copy<N: Network<Elem = f32>>(net: &N) -> naive::Net {
+    let weights = N::PARAM_NAMES
+        .iter()
+        .filter(|name| name.ends_with(".weight"))
+        .map(|name| {
+            let p = net.param(name).unwrap();
+            Array2::from_shape_vec((p.shape[0], p.shape[1]), p.value.to_vec()).unwrap()
+        })
+        .collect();
+    naive::Net::new(weights)
+}
+
+fn training_step<N>(c: &mut Criterion, name: &str, mut net: N, batch: usize)
+where
+    N: for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
+{
+    let (x, t) = data(batch, 0);
+    let mut baseline = naive_copy(&net);
+    let mut sgd = Sgd::new(0.1);
+    let mut group = c.benchmark_group(name);
+    group.bench_function("chainrule", |b| {
+        b.iter(|| {
+            let loss = net.gradient(black_box(x.view()), &t).unwrap();
+            sgd.step(&mut net);
+            loss
+        })
+    });
+    group.bench_function("naive", |b| {
+        b.iter(|| {
+            let loss = baseline.gradient(black_box(x.view()), &t);
+            baseline.update(0.1);
+            loss
+        })
+    });
+    group.finish();
+}
+
+fn w1(c: &mut Criterion) {
+    training_step(c, "W1 book 784-50-10 batch 100", Book::default(), 100);
+}
+
+fn w2(c: &mut Criterion) {
+    training_step(
+        c,
+        "W2 wide 784-1024-1024-10 batch 256",
+        Wide::default(),
+        256,
+    );
+}
+
+fn w3(c: &mut Criterion) {
+    let mut net = Book::default();
+    let mut baseline = naive_copy(&net);
+    let (x, _) = data(1, 1);
+    let mut group = c.benchmark_group("W3 latency 784-50-10 batch 1");
+    group.bench_function("chainrule", |b| {
+        b.iter(|| net.forward(black_box(x.view())).unwrap()[[0, 0]])
+    });
+    group.bench_function("naive", |b| {
+        b.iter(|| baseline.predict(black_box(&x))[[0, 0]])
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = w1, w2, w3
+}
+criterion_main!(benches);
