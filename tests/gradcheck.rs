@@ -1,40 +1,11 @@
 //! Gradient checks: backprop against central differences, in f64, for every op alone and for
 //! composed networks. Run with `--nocapture` to see the figures.
 
-use chainrule::gradcheck::{self, ParamCheck};
-use chainrule::ndarray::Array2;
+use chainrule::gradcheck;
 use chainrule::prelude::*;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 
-/// The worst relative error the checks accept; see `ParamCheck::rel_error`.
-const TOLERANCE: f64 = 1e-6;
-const EPS: f64 = 1e-5;
-
-fn random(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    Array2::from_shape_simple_fn((rows, cols), || rng.random_range(-2.0..2.0))
-}
-
-fn classes(rows: usize, classes: usize, seed: u64) -> Vec<usize> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    (0..rows).map(|_| rng.random_range(0..classes)).collect()
-}
-
-fn assert_close(network: &str, report: &[ParamCheck]) {
-    for check in report {
-        println!(
-            "{network:<28} {:<16} {:>6} scalars  max |Δ| {:.2e}  relative {:.2e}",
-            check.name, check.len, check.max_abs_diff, check.rel_error
-        );
-    }
-    let worst = gradcheck::worst(report);
-    assert!(
-        worst < TOLERANCE,
-        "{network}: worst relative error {worst:.3e} ≥ {TOLERANCE:e}: {report:#?}"
-    );
-    assert!(report.iter().all(|c| c.len > 0));
-}
+mod common;
+use common::*;
 
 /// Checks a network ending in `mse` on random inputs and targets.
 fn check_mse<N>(name: &str, mut net: N, batch: usize)

@@ -9,41 +9,9 @@ use chainrule::gradcheck::{self, ParamCheck};
 use chainrule::ndarray::{Array1, Array2, ArrayView2, Axis, array, s};
 use chainrule::prelude::*;
 use chainrule::{Error, kernels};
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 
-/// The worst relative error the checks accept; see `ParamCheck::rel_error`.
-const TOLERANCE: f64 = 1e-6;
-const EPS: f64 = 1e-5;
-
-fn random(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
-    uniform(rows, cols, seed, -2.0, 2.0)
-}
-
-fn uniform(rows: usize, cols: usize, seed: u64, low: f64, high: f64) -> Array2<f64> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    Array2::from_shape_simple_fn((rows, cols), || rng.random_range(low..high))
-}
-
-fn classes(rows: usize, classes: usize, seed: u64) -> Vec<usize> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    (0..rows).map(|_| rng.random_range(0..classes)).collect()
-}
-
-fn assert_close(network: &str, report: &[ParamCheck]) {
-    for check in report {
-        println!(
-            "{network:<28} {:<16} {:>6} scalars  max |Δ| {:.2e}  relative {:.2e}",
-            check.name, check.len, check.max_abs_diff, check.rel_error
-        );
-    }
-    let worst = gradcheck::worst(report);
-    assert!(
-        worst < TOLERANCE,
-        "{network}: worst relative error {worst:.3e} ≥ {TOLERANCE:e}: {report:#?}"
-    );
-    assert!(report.iter().all(|c| c.len > 0));
-}
+mod common;
+use common::*;
 
 /// How the columns of a batch are split among the network's inputs: (name, first column, width),
 /// in declaration order, read from `for_each_value` (which visits the inputs first).
