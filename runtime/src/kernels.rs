@@ -20,10 +20,10 @@
 //! gradient that reaches it in the backward pass sets its gradient buffer and the others add to it
 //! (the chain rule sums over every path).
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, s};
 
 use crate::Element;
+use crate::gemm::gemm;
 
 /// How a backward kernel stores an input gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +44,6 @@ macro_rules! store {
     };
 }
 
-/// `general_mat_mul`'s `beta` for a mode: 0 overwrites, 1 accumulates.
-fn beta<T: Element>(mode: GradMode) -> T {
-    match mode {
-        GradMode::Set => T::zero(),
-        GradMode::Add => T::one(),
-    }
-}
-
 /// Affine forward: `y = x·W + b` (x: n×in, W: in×out, b: out, y: n×out).
 ///
 /// Local derivatives: `∂y/∂x = Wᵀ`, `∂y/∂W = xᵀ`, `∂y/∂b = 1` (summed over the batch).
@@ -69,7 +61,7 @@ pub fn affine_forward<T: Element>(
         // One sample: a vector-matrix product, without the packing a matrix product does.
         row_times_matrix(x, w, y);
     } else {
-        general_mat_mul(T::one(), &x, &w, T::one(), &mut y);
+        gemm(&x, &w, &mut y, true);
     }
 }
 
@@ -122,7 +114,7 @@ pub fn affine_backward_params<T: Element>(
     mut dw: ArrayViewMut2<T>,
     mut db: ArrayViewMut1<T>,
 ) {
-    general_mat_mul(T::one(), &x.t(), &dy, T::zero(), &mut dw);
+    gemm(&x.t(), &dy, &mut dw, false);
     db.fill(T::zero());
     for row in dy.rows() {
         Zip::from(&mut db).and(&row).for_each(|d, &r| *d += r);
@@ -136,7 +128,7 @@ pub fn affine_backward_input<T: Element>(
     mut dx: ArrayViewMut2<T>,
     mode: GradMode,
 ) {
-    general_mat_mul(T::one(), &dy, &w.t(), beta(mode), &mut dx);
+    gemm(&dy, &w.t(), &mut dx, mode == GradMode::Add);
 }
 
 /// ReLU forward: `y = max(x, 0)`.

@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod data;
 mod element;
 mod error;
+mod gemm;
 pub mod gradcheck;
 pub mod init;
 pub mod kernels;
