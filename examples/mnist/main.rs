@@ -57,6 +57,9 @@ struct Args {
     /// Learning rate [default: 0.1 for sgd, the book's default for the others].
     #[arg(long)]
     lr: Option<f64>,
+    /// Multiply the learning rate by this after every epoch (1 keeps it constant).
+    #[arg(long, default_value_t = 1.0)]
+    lr_decay: f64,
     /// L2 weight decay λ (applied to weights, not biases).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -170,6 +173,7 @@ fn optimizer(args: &Args) -> Result<Optim, Box<dyn Error>> {
         positive("--lr", lr)?;
     }
     positive("--init-std", args.init_std)?;
+    positive("--lr-decay", args.lr_decay)?;
     if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         return Err(format!(
             "--weight-decay must be 0 or more, not {}",
@@ -256,6 +260,7 @@ where
         training += elapsed;
         samples += seen;
         bar.finish_and_clear();
+        optim.set_lr(optim.lr() * args.lr_decay);
         history.push(record(&mut net, epoch, train, test, args.batch_size)?);
         report(&history[epoch], Some((elapsed, seen)));
     }
