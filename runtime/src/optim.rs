@@ -122,6 +122,34 @@ macro_rules! inherent_step {
 
 inherent_step!(Sgd, Momentum, Nesterov, AdaGrad, RmsProp, Adam, Optim);
 
+/// What every single optimiser has the same way: a weight-decay builder.
+macro_rules! with_weight_decay {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The same with L2 weight decay `λ`.
+            pub fn with_weight_decay(mut self, lambda: f64) -> Self {
+                self.weight_decay = lambda;
+                self
+            }
+        }
+    )*};
+}
+
+with_weight_decay!(Sgd, Momentum, Nesterov, AdaGrad, RmsProp, Adam);
+
+/// `Optimizer::lr` and `set_lr` for an optimiser with an `lr` field.
+macro_rules! lr_methods {
+    () => {
+        fn lr(&self) -> f64 {
+            self.lr
+        }
+
+        fn set_lr(&mut self, lr: f64) {
+            self.lr = lr;
+        }
+    };
+}
+
 /// Plain stochastic gradient descent: `W ← W − η·∂L/∂W`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sgd {
@@ -138,12 +166,6 @@ impl Sgd {
             lr,
             weight_decay: 0.0,
         }
-    }
-
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
     }
 }
 
@@ -174,13 +196,7 @@ impl Optimizer for Sgd {
         });
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {}
 }
@@ -215,12 +231,6 @@ impl Momentum {
         self.momentum = momentum;
         self
     }
-
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
-    }
 }
 
 impl Default for Momentum {
@@ -247,13 +257,7 @@ impl Optimizer for Momentum {
         );
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {
         self.state = State::default();
@@ -291,12 +295,6 @@ impl Nesterov {
         self.momentum = momentum;
         self
     }
-
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
-    }
 }
 
 impl Default for Nesterov {
@@ -324,13 +322,7 @@ impl Optimizer for Nesterov {
         );
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {
         self.state = State::default();
@@ -361,12 +353,6 @@ impl AdaGrad {
             state: State::default(),
         }
     }
-
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
-    }
 }
 
 impl Default for AdaGrad {
@@ -394,13 +380,7 @@ impl Optimizer for AdaGrad {
         );
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {
         self.state = State::default();
@@ -441,12 +421,6 @@ impl RmsProp {
         self.decay_rate = rho;
         self
     }
-
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
-    }
 }
 
 impl Default for RmsProp {
@@ -474,13 +448,7 @@ impl Optimizer for RmsProp {
         );
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {
         self.state = State::default();
@@ -536,12 +504,6 @@ impl Adam {
         self
     }
 
-    /// The same with L2 weight decay `λ`.
-    pub fn with_weight_decay(mut self, lambda: f64) -> Self {
-        self.weight_decay = lambda;
-        self
-    }
-
     /// Steps taken since creation or the last [`reset`](Optimizer::reset).
     pub fn steps(&self) -> u64 {
         self.t
@@ -577,13 +539,7 @@ impl Optimizer for Adam {
         );
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
+    lr_methods!();
 
     fn reset(&mut self) {
         self.t = 0;
