@@ -37,6 +37,11 @@
 //! - `LAYERS` is `layer -> layer -> ...`. Layers: `affine(in, out)`, `relu`, `sigmoid`, `tanh`,
 //!   and at the end at most one loss: `softmax_cross_entropy` (alias `softmax_with_loss`), which
 //!   takes class indices, or `mse`, which takes target values.
+//! - Graphs: statements separated by `;`, each a chain that may be named (`h = x -> relu`) and may
+//!   start from a declared input (`x = input(784)`), a named value, or a merge of named values
+//!   (`add`, `sub`, `mul`, `div`, `concat`); the last statement is the output. `#[grad]` on an
+//!   input asks for its gradient. See the README for a residual block and the seed's shopping
+//!   bill.
 //!
 //! # Losses
 //!
