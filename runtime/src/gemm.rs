@@ -5,7 +5,8 @@
 //! fifth of a training step, and allocates its packing buffer each time. Here an AVX-512 kernel
 //! reads `B`'s rows in place: it keeps a block of 6 rows of `C` by up to 64 columns in 24 vector
 //! registers while `k` runs, loading one row of `B` (the last vector masked) and broadcasting one
-//! element of each of the 6 rows of `A` per step. A small `B` in another layout (a transposed
+//! element of each of the 6 rows of `A` per step (for one sample, one row: the batch-1 forward pass).
+//! A small `B` in another layout (a transposed
 //! weight, in `dy·Wᵀ`) is first copied row-major into a buffer the thread keeps. Everything else
 //! goes to ndarray's `general_mat_mul`.
 
@@ -64,8 +65,58 @@ pub fn gemm<T: Element>(
             });
         }
     }
+    if accumulate
+        && a.nrows() == 1
+        && let (Some(x), Some(w), Some(y)) = (a.as_slice(), b.as_slice(), c.as_slice_mut())
+    {
+        // One sample: a vector-matrix product, without the packing a matrix product does.
+        row_times_matrix(x, w, y);
+        return;
+    }
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(T::one(), a, b, beta, c);
+}
+
+/// `y += x·W` for one row `x` (length k) and a row-major `W` (k × n): `y` accumulates `x[i]`
+/// times each row of `W`, in register-sized blocks of `y`. Compiled for AVX-512 or AVX2 when the
+/// processor has them.
+fn row_times_matrix<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor supports AVX-512F, checked just above.
+            return unsafe { row_times_matrix_avx512(x, w, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2, checked just above.
+            return unsafe { row_times_matrix_avx2(x, w, y) };
+        }
+    }
+    row_times_matrix_portable(x, w, y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_times_matrix_avx512<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
+    row_times_matrix_portable(x, w, y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_times_matrix_avx2<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
+    row_times_matrix_portable(x, w, y);
+}
+
+/// The loop behind [`row_times_matrix`]; inlined into each target-feature version so that the
+/// compiler vectorises it for that instruction set.
+#[inline(always)]
+fn row_times_matrix_portable<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
+    debug_assert_eq!(w.len(), x.len() * y.len());
+    for (&xi, row) in x.iter().zip(w.chunks_exact(y.len())) {
+        for (a, &wij) in y.iter_mut().zip(row) {
+            *a += xi * wij;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -178,16 +229,72 @@ mod avx512 {
                     }
                 }
             }
-            match vectors {
-                4 => run::<R, 4>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
-                3 => run::<R, 3>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
-                2 => run::<R, 2>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
-                _ => run::<R, 1>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+            if R == 1 {
+                // One row has too little work per step to hide the latency of a chain of
+                // fused multiply-adds: interleave four chains over `k` instead.
+                let acc = &mut acc[0];
+                match vectors {
+                    4 => run_one_row::<4>(acc, a, csa, b, ldb, k, &masks),
+                    3 => run_one_row::<3>(acc, a, csa, b, ldb, k, &masks),
+                    2 => run_one_row::<2>(acc, a, csa, b, ldb, k, &masks),
+                    _ => run_one_row::<1>(acc, a, csa, b, ldb, k, &masks),
+                }
+            } else {
+                match vectors {
+                    4 => run::<R, 4>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+                    3 => run::<R, 3>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+                    2 => run::<R, 2>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+                    _ => run::<R, 1>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+                }
             }
             for (r, acc) in acc.iter().enumerate() {
                 for v in 0..vectors {
                     _mm512_mask_storeu_ps(c.offset(r as isize * ldc).add(16 * v), masks[v], acc[v]);
                 }
+            }
+        }
+    }
+
+    /// The inner loop for a single row of `C`: four independent sums over `k` (every fourth `p`
+    /// each), added together at the end.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run_one_row<const V: usize>(
+        acc: &mut [__m512; 4],
+        a: *const f32,
+        csa: isize,
+        b: *const f32,
+        ldb: isize,
+        k: usize,
+        masks: &[__mmask16; 4],
+    ) {
+        // SAFETY (whole body): as in `block`; `p` runs over `k` rows of B and elements of A.
+        unsafe {
+            let mut sums = [[_mm512_setzero_ps(); V]; 4];
+            sums[0].copy_from_slice(&acc[..V]);
+            let step = |sum: &mut [__m512; V], p: usize| {
+                let brow = b.offset(p as isize * ldb);
+                let x = _mm512_set1_ps(*a.offset(p as isize * csa));
+                for (v, (sum, &mask)) in sum.iter_mut().zip(masks).enumerate() {
+                    *sum = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mask, brow.add(16 * v)), *sum);
+                }
+            };
+            let mut p = 0;
+            while p + 4 <= k {
+                for (lane, sum) in sums.iter_mut().enumerate() {
+                    step(sum, p + lane);
+                }
+                p += 4;
+            }
+            while p < k {
+                step(&mut sums[0], p);
+                p += 1;
+            }
+            for v in 0..V {
+                acc[v] = _mm512_add_ps(
+                    _mm512_add_ps(sums[0][v], sums[1][v]),
+                    _mm512_add_ps(sums[2][v], sums[3][v]),
+                );
             }
         }
     }

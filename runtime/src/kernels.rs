@@ -55,56 +55,7 @@ pub fn affine_forward<T: Element>(
 ) {
     let dim = y.raw_dim();
     y.assign(&b.broadcast(dim).expect("bias width equals output width"));
-    if x.nrows() == 1
-        && let (Some(x), Some(w), Some(y)) = (x.as_slice(), w.as_slice(), y.as_slice_mut())
-    {
-        // One sample: a vector-matrix product, without the packing a matrix product does.
-        row_times_matrix(x, w, y);
-    } else {
-        gemm(&x, &w, &mut y, true);
-    }
-}
-
-/// `y += x·W` for one row `x` (length k) and a row-major `W` (k × n): `y` accumulates `x[i]`
-/// times each row of `W`, in register-sized blocks of `y`. Compiled for AVX-512 or AVX2 when the
-/// processor has them.
-fn row_times_matrix<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor supports AVX-512F, checked just above.
-            return unsafe { row_times_matrix_avx512(x, w, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor supports AVX2, checked just above.
-            return unsafe { row_times_matrix_avx2(x, w, y) };
-        }
-    }
-    row_times_matrix_portable(x, w, y);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn row_times_matrix_avx512<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
-    row_times_matrix_portable(x, w, y);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_times_matrix_avx2<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
-    row_times_matrix_portable(x, w, y);
-}
-
-/// The loop behind [`row_times_matrix`]; inlined into each target-feature version so that the
-/// compiler vectorises it for that instruction set.
-#[inline(always)]
-fn row_times_matrix_portable<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
-    debug_assert_eq!(w.len(), x.len() * y.len());
-    for (&xi, row) in x.iter().zip(w.chunks_exact(y.len())) {
-        for (a, &wij) in y.iter_mut().zip(row) {
-            *a += xi * wij;
-        }
-    }
+    gemm(&x, &w, &mut y, true);
 }
 
 /// Affine backward for the parameters: `dW = xᵀ·dy`, `db = Σ_rows dy`.
