@@ -1,14 +1,15 @@
 //! Matrix products for the shapes small networks have: `C (+)= A·B` where `B` is row-major with at
-//! most a few dozen columns (a layer's weight `W` in `x·W`, or a batch's gradient `dy` in `xᵀ·dy`).
+//! most a few hundred columns (a layer's weight `W` in `x·W`, or a batch's gradient `dy` in
+//! `xᵀ·dy`).
 //!
 //! matrixmultiply copies (packs) both operands on every call, which for these shapes costs about a
 //! fifth of a training step, and allocates its packing buffer each time. Here an AVX-512 kernel
 //! reads `B`'s rows in place: it keeps a block of 6 rows of `C` by up to 64 columns in 24 vector
 //! registers while `k` runs, loading one row of `B` (the last vector masked) and broadcasting one
-//! element of each of the 6 rows of `A` per step (for one sample, one row: the batch-1 forward pass).
-//! A small `B` in another layout (a transposed
-//! weight, in `dy·Wᵀ`) is first copied row-major into a buffer the thread keeps. Everything else
-//! goes to ndarray's `general_mat_mul`.
+//! element of each of the 6 rows of `A` per step; a single row (the batch-1 forward pass) runs
+//! four interleaved sums instead. A small `B` in another layout (a transposed weight, in `dy·Wᵀ`)
+//! is first copied row-major into a buffer the thread keeps. Everything else goes to ndarray's
+//! `general_mat_mul`, except a single row without AVX-512, which is a plain vector-matrix loop.
 
 use std::any::TypeId;
 
@@ -78,8 +79,7 @@ pub fn gemm<T: Element>(
 }
 
 /// `y += x·W` for one row `x` (length k) and a row-major `W` (k × n): `y` accumulates `x[i]`
-/// times each row of `W`, in register-sized blocks of `y`. Compiled for AVX-512 or AVX2 when the
-/// processor has them.
+/// times each row of `W`. Compiled for AVX-512 or AVX2 when the processor has them.
 fn row_times_matrix<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     {
