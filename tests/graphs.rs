@@ -118,18 +118,6 @@ where
     }
 }
 
-/// Checks a network ending in `softmax_cross_entropy` on random inputs and classes.
-fn check_classes<N>(name: &str, mut net: N, batch: usize)
-where
-    N: for<'t> Trainable<Elem = f64, Targets<'t> = &'t [usize]>,
-{
-    let x = random(batch, N::INPUT, 3);
-    let t = classes(batch, N::OUTPUT, 4);
-    let report = gradcheck::check(&mut net, x.view(), &t, EPS).unwrap();
-    assert_eq!(report.len(), N::PARAM_NAMES.len());
-    assert_close(name, &report);
-}
-
 /// Every parameter's gradient, by name.
 fn param_grads<N: Network<Elem = f64>>(net: &N) -> Vec<(&'static str, Vec<f64>)> {
     let mut grads = Vec::new();

@@ -4,6 +4,7 @@
 
 use chainrule::gradcheck::{self, ParamCheck};
 use chainrule::ndarray::Array2;
+use chainrule::prelude::*;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
@@ -43,4 +44,16 @@ pub fn assert_close(network: &str, report: &[ParamCheck]) {
         "{network}: worst relative error {worst:.3e} ≥ {TOLERANCE:e}: {report:#?}"
     );
     assert!(report.iter().all(|c| c.len > 0));
+}
+
+/// Checks a network ending in `softmax_cross_entropy` on random inputs and classes.
+pub fn check_classes<N>(name: &str, mut net: N, batch: usize)
+where
+    N: for<'t> Trainable<Elem = f64, Targets<'t> = &'t [usize]>,
+{
+    let x = random(batch, N::INPUT, 3);
+    let t = classes(batch, N::OUTPUT, 4);
+    let report = gradcheck::check(&mut net, x.view(), &t, EPS).unwrap();
+    assert_eq!(report.len(), N::PARAM_NAMES.len());
+    assert_close(name, &report);
 }
