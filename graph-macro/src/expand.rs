@@ -158,6 +158,9 @@ impl Generator<'_> {
             if node.op.is_loss() {
                 continue;
             }
+            if self.relu_fused_into_producer(node) {
+                continue;
+            }
             let forward = format_ident!("forward_{}", node.ident);
             let (doc, body) = self.forward_body(node);
             methods.push(quote! {
@@ -463,6 +466,26 @@ impl Generator<'_> {
                 let kernel = format_ident!("{forward}");
                 let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
                 let x = &xs[0];
+                if let Some(relu) = self.fused_relu(node) {
+                    let out = self.value(relu.output);
+                    let relu_name = match &self.net.values[relu.output].name {
+                        Some(name) => format!("`{name}` = `{}`", relu.ident),
+                        None => format!("`{}`", relu.ident),
+                    };
+                    let note = format!(
+                        "{widths} Also computes {relu_name} = `relu`: y = max(x, 0), as the sums \
+                         are stored."
+                    );
+                    return (
+                        self.node_doc(node, forward_math, &note),
+                        quote! {
+                            ::chainrule::kernels::affine_relu_forward(
+                                self.#x.view(), self.#w.value(), self.#b.value(),
+                                self.#y.view_mut(), self.#out.view_mut(),
+                            );
+                        },
+                    );
+                }
                 (
                     self.node_doc(node, forward_math, &widths),
                     quote! {
@@ -720,6 +743,37 @@ impl Generator<'_> {
             node.ident,
             node.layer.describe()
         )
+    }
+
+    /// The ReLU that an affine node's forward pass also computes: the one node reading the
+    /// affine's output, if that is a ReLU.
+    fn fused_relu(&self, node: &CheckedNode) -> Option<&CheckedNode<'_>> {
+        if !matches!(node.op.kernels, Kernels::Affine { .. }) {
+            return None;
+        }
+        let mut readers = self
+            .net
+            .nodes
+            .iter()
+            .filter(|n| n.inputs.contains(&node.output));
+        match (readers.next(), readers.next()) {
+            (Some(reader), None) if reader.op.name == "relu" && reader.inputs.len() == 1 => {
+                Some(reader)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this is a ReLU whose forward pass its producer's computes.
+    fn relu_fused_into_producer(&self, node: &CheckedNode) -> bool {
+        let producer = node
+            .inputs
+            .first()
+            .and_then(|&v| self.net.values[v].producer);
+        producer.is_some_and(|p| {
+            self.fused_relu(&self.net.nodes[p])
+                .is_some_and(|relu| relu.ident == node.ident)
+        })
     }
 
     /// The loss node, if the network has one.

@@ -14,9 +14,64 @@
 use std::any::TypeId;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 
 use crate::Element;
+
+#[cfg(target_arch = "x86_64")]
+mod packed;
+
+/// A matrix as a pointer and strides, shareable between the threads of one product.
+#[derive(Clone, Copy)]
+struct Raw {
+    ptr: *mut f32,
+    rows: isize,
+    cols: isize,
+}
+
+impl Raw {
+    fn of(view: &ArrayView2<f32>) -> Raw {
+        let ptr = view.as_ptr().cast_mut();
+        Raw {
+            ptr,
+            rows: view.strides()[0],
+            cols: view.strides()[1],
+        }
+    }
+
+    fn of_mut(view: &mut ArrayViewMut2<f32>) -> Raw {
+        let ptr = view.as_mut_ptr();
+        Raw {
+            ptr,
+            rows: view.strides()[0],
+            cols: view.strides()[1],
+        }
+    }
+}
+
+// SAFETY: a `Raw` only travels to the parts of one product, which read A and B and write disjoint
+// parts of C, while the caller keeps all three borrowed; nothing is written through A's or B's.
+unsafe impl Send for Raw {}
+unsafe impl Sync for Raw {}
+
+/// How a product begins and ends besides the multiply-adds.
+#[derive(Clone, Copy)]
+struct Ends {
+    /// The sums start from this matrix, of C's shape: C itself to accumulate, or a bias row
+    /// repeated through a row stride of 0. `None` starts from zero.
+    start: Option<Raw>,
+    /// Where `max(C, 0)` goes as well, once C is complete: a ReLU fused into the product.
+    relu: Option<Raw>,
+}
+
+impl Raw {
+    /// The element at row `i`, column `j`.
+    fn at(self, i: usize, j: usize) -> *mut f32 {
+        self.ptr
+            .wrapping_offset(i as isize * self.rows)
+            .wrapping_offset(j as isize * self.cols)
+    }
+}
 
 /// Up to this many elements, a `B` that is not row-major is copied into [`TRANSPOSED`].
 const TRANSPOSE_LIMIT: usize = 1 << 16;
@@ -35,36 +90,11 @@ pub fn gemm<T: Element>(
     accumulate: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: `T` is `f32` (same `TypeId`), so the views can be reinterpreted as `f32` views.
-        let (a, b, c) = unsafe {
-            (
-                &*(a as *const ArrayView2<T> as *const ArrayView2<f32>),
-                &*(b as *const ArrayView2<T> as *const ArrayView2<f32>),
-                &mut *(c as *mut ArrayViewMut2<T> as *mut ArrayViewMut2<f32>),
-            )
-        };
-        if avx512::fits(a, b, c) {
-            // SAFETY: AVX-512F is present (checked above) and `fits` checked the layouts.
-            unsafe { avx512::gemm(a, b, c, accumulate) };
-            return;
-        }
-        if b.len() <= TRANSPOSE_LIMIT {
-            // A small `B` in another layout (`Wᵀ` in `dy·Wᵀ`): copy it row-major into a buffer
-            // this thread keeps, then multiply as above.
-            return TRANSPOSED.with_borrow_mut(|scratch| {
-                scratch.clear();
-                scratch.extend(b.rows().into_iter().flatten().copied());
-                let b = ArrayView2::from_shape(b.dim(), scratch.as_slice())
-                    .expect("the buffer holds B's elements in row-major order");
-                if avx512::fits(a, &b, c) {
-                    // SAFETY: AVX-512F is present and `fits` checked the layouts.
-                    unsafe { avx512::gemm(a, &b, c, accumulate) };
-                } else {
-                    general_mat_mul(1.0, a, &b, if accumulate { 1.0 } else { 0.0 }, c);
-                }
-            });
-        }
+    if let Some((a, b, c)) = as_f32_with_avx512(a, b, c) {
+        let start = accumulate.then(|| Raw::of_mut(c));
+        // SAFETY: AVX-512F is present, and `start` is C itself.
+        unsafe { product(a, b, c, Ends { start, relu: None }) };
+        return;
     }
     if accumulate
         && a.nrows() == 1
@@ -76,6 +106,122 @@ pub fn gemm<T: Element>(
     }
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(T::one(), a, b, beta, c);
+}
+
+/// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
+/// where the sums start and the ReLU is applied as the result is stored, so neither costs a pass
+/// over the batch of its own.
+pub fn affine<T: Element>(
+    x: &ArrayView2<T>,
+    w: &ArrayView2<T>,
+    b: &ArrayView1<T>,
+    z: &mut ArrayViewMut2<T>,
+    mut relu: Option<&mut ArrayViewMut2<T>>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some((x, w, z)) = as_f32_with_avx512(x, w, z)
+        && (b.len() <= 1 || b.strides()[0] == 1)
+        && relu.as_ref().is_none_or(|y| y.dim() == z.dim())
+    {
+        let bias = Raw {
+            ptr: b.as_ptr().cast::<f32>().cast_mut(),
+            rows: 0,
+            cols: 1,
+        };
+        let relu = relu.map(|y| {
+            // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
+            Raw::of_mut(unsafe { &mut *(y as *mut ArrayViewMut2<T> as *mut ArrayViewMut2<f32>) })
+        });
+        // SAFETY: AVX-512F is present; the bias has z's width (ndarray checked the broadcast in
+        // the caller) and the ReLU output z's shape.
+        unsafe {
+            product(
+                x,
+                w,
+                z,
+                Ends {
+                    start: Some(bias),
+                    relu,
+                },
+            )
+        };
+        return;
+    }
+    let dim = z.raw_dim();
+    z.assign(&b.broadcast(dim).expect("bias width equals output width"));
+    gemm(x, w, z, true);
+    if let Some(y) = relu.as_mut() {
+        ndarray::Zip::from(&mut **y)
+            .and(&*z)
+            .for_each(|y, &z| *y = if z > T::zero() { z } else { T::zero() });
+    }
+}
+
+/// The operands as `f32` views, if that is what they are and the processor has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::type_complexity)]
+fn as_f32_with_avx512<'v, 'a, 'b, 'c, T: Element>(
+    a: &'v ArrayView2<'a, T>,
+    b: &'v ArrayView2<'b, T>,
+    c: &'v mut ArrayViewMut2<'c, T>,
+) -> Option<(
+    &'v ArrayView2<'a, f32>,
+    &'v ArrayView2<'b, f32>,
+    &'v mut ArrayViewMut2<'c, f32>,
+)> {
+    if TypeId::of::<T>() != TypeId::of::<f32>() || !std::arch::is_x86_feature_detected!("avx512f") {
+        return None;
+    }
+    // SAFETY: `T` is `f32` (same `TypeId`), so the views can be reinterpreted as `f32` views.
+    Some(unsafe {
+        (
+            &*(a as *const ArrayView2<T> as *const ArrayView2<f32>),
+            &*(b as *const ArrayView2<T> as *const ArrayView2<f32>),
+            &mut *(c as *mut ArrayViewMut2<T> as *mut ArrayViewMut2<f32>),
+        )
+    })
+}
+
+/// `C = start + A·B` on AVX-512, by the kernel that suits the shapes.
+///
+/// # Safety
+/// The processor must support AVX-512F; `ends.start` and `ends.relu`, when given, must address
+/// matrices of C's shape (the start may repeat a row through a row stride of 0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product(
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    c: &mut ArrayViewMut2<f32>,
+    ends: Ends,
+) {
+    if avx512::fits(a, b, c, ends) {
+        // SAFETY: AVX-512F is present and `fits` checked the layouts.
+        unsafe { avx512::gemm(a, b, c, ends) };
+        return;
+    }
+    if b.strides()[1] != 1 && b.len() <= TRANSPOSE_LIMIT && b.ncols() <= avx512::MAX_WIDTH {
+        // A small `B` in another layout (`Wᵀ` in `dy·Wᵀ`): copy it row-major into a buffer
+        // this thread keeps, then multiply as above.
+        let done = TRANSPOSED.with_borrow_mut(|scratch| {
+            scratch.clear();
+            scratch.extend(b.rows().into_iter().flatten().copied());
+            let b = ArrayView2::from_shape(b.dim(), scratch.as_slice())
+                .expect("the buffer holds B's elements in row-major order");
+            let fits = avx512::fits(a, &b, c, ends);
+            if fits {
+                // SAFETY: AVX-512F is present and `fits` checked the layouts.
+                unsafe { avx512::gemm(a, &b, c, ends) };
+            }
+            fits
+        });
+        if done {
+            return;
+        }
+    }
+    // SAFETY: AVX-512F is present; the shapes agree (ndarray's views of one product), and the
+    // caller vouches for `ends`.
+    unsafe { packed::gemm(a, b, c, ends) };
 }
 
 /// `y += x·W` for one row `x` (length k) and a row-major `W` (k × n): `y` accumulates `x[i]`
@@ -125,14 +271,26 @@ mod avx512 {
 
     use ndarray::{ArrayView2, ArrayViewMut2};
 
+    use super::{Ends, Raw};
+
     /// Rows of `C` per block.
     const MR: usize = 6;
     /// Columns of `C` per block: four vectors of 16.
     const NC: usize = 64;
+    /// From this many multiply-adds on (about ten microseconds' work) a product is shared
+    /// between threads.
+    const SHARE_ABOVE: usize = 1 << 20;
+    /// The widest `B` read in place; wider ones are packed.
+    pub const MAX_WIDTH: usize = 4 * NC;
 
     /// Whether the kernel handles these operands: `B` and `C` row-major with unit column stride,
     /// `B` narrow enough that reading it in place beats packing it, and shapes that agree.
-    pub fn fits(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &ArrayViewMut2<f32>) -> bool {
+    pub fn fits(
+        a: &ArrayView2<f32>,
+        b: &ArrayView2<f32>,
+        c: &ArrayViewMut2<f32>,
+        ends: Ends,
+    ) -> bool {
         let (m, k) = a.dim();
         let (k2, n) = b.dim();
         k == k2
@@ -140,49 +298,90 @@ mod avx512 {
             && m > 0
             && k > 0
             && n > 0
-            && n <= 4 * NC
+            && n <= MAX_WIDTH
             && b.strides()[1] == 1
             && c.strides()[1] == 1
             && b.strides()[0] >= 0
             && c.strides()[0] >= 0
+            && ends.start.is_none_or(|s| s.cols == 1)
+            && ends.relu.is_none_or(|y| y.cols == 1)
     }
 
-    /// `C (+)= A·B` for operands that [`fits`] accepts.
+    /// `C = start + A·B` for operands that [`fits`] accepts. A product with enough work is split
+    /// by rows of `C` across the [`pool`](crate::pool)'s threads.
     ///
     /// # Safety
-    /// The processor must support AVX-512F, and `fits(a, b, c)` must hold.
+    /// The processor must support AVX-512F, `fits(a, b, c, ends)` must hold, and `ends` must
+    /// address matrices of C's shape.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm(
         a: &ArrayView2<f32>,
         b: &ArrayView2<f32>,
         c: &mut ArrayViewMut2<f32>,
-        accumulate: bool,
+        ends: Ends,
     ) {
         let (m, k) = a.dim();
         let n = b.ncols();
-        let (rsa, csa) = (a.strides()[0], a.strides()[1]);
-        let ldb = b.strides()[0];
-        let ldc = c.strides()[0];
-        let (pa, pb, pc) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let (a, b, c) = (Raw::of(a), Raw::of(b), Raw::of_mut(c));
+        let parts = if m * n * k >= SHARE_ABOVE {
+            m.div_ceil(MR)
+        } else {
+            1
+        };
+        crate::pool::run(parts, &|part, parts| {
+            // Split the rows into `parts` runs of whole blocks.
+            let blocks = m.div_ceil(MR);
+            let first = blocks * part / parts * MR;
+            let last = (blocks * (part + 1) / parts * MR).min(m);
+            // SAFETY: AVX-512F is present and the operands fit (this function's contract); the
+            // rows `first..last` of C (and of the ReLU output) belong to this part alone.
+            unsafe { rows(a, b, c, ends, first..last, k, n) };
+        });
+    }
+
+    /// Rows `range` of `C = start + A·B`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows(
+        a: Raw,
+        b: Raw,
+        c: Raw,
+        ends: Ends,
+        range: std::ops::Range<usize>,
+        k: usize,
+        n: usize,
+    ) {
         let mut col = 0;
         while col < n {
             let width = NC.min(n - col);
-            let mut row = 0;
-            while row < m {
-                let rows = MR.min(m - row);
-                // SAFETY: every pointer below stays inside the operands: rows `row..row + rows`
-                // of A and C, columns `col..col + width` of B and C (the last vector is masked).
+            let mut row = range.start;
+            while row < range.end {
+                let rows = MR.min(range.end - row);
+                let tile = Tile {
+                    a: a.at(row, 0),
+                    b: b.at(0, col),
+                    c: Raw {
+                        ptr: c.at(row, col),
+                        ..c
+                    },
+                    start: ends.start.map(|s| Raw {
+                        ptr: s.at(row, col),
+                        ..s
+                    }),
+                    relu: ends.relu.map(|y| Raw {
+                        ptr: y.at(row, col),
+                        ..y
+                    }),
+                };
+                // SAFETY: the tile's rows `row..row + rows` and columns `col..col + width` lie
+                // inside every operand (the last vector is masked).
                 unsafe {
-                    let a0 = pa.offset(row as isize * rsa);
-                    let c0 = pc.offset(row as isize * ldc).add(col);
-                    let b0 = pb.add(col);
                     match rows {
-                        6 => block::<6>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
-                        5 => block::<5>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
-                        4 => block::<4>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
-                        3 => block::<3>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
-                        2 => block::<2>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
-                        _ => block::<1>(a0, rsa, csa, b0, ldb, c0, ldc, k, width, accumulate),
+                        6 => block::<6>(tile, a, b.rows, k, width),
+                        5 => block::<5>(tile, a, b.rows, k, width),
+                        4 => block::<4>(tile, a, b.rows, k, width),
+                        3 => block::<3>(tile, a, b.rows, k, width),
+                        2 => block::<2>(tile, a, b.rows, k, width),
+                        _ => block::<1>(tile, a, b.rows, k, width),
                     }
                 }
                 row += rows;
@@ -191,22 +390,23 @@ mod avx512 {
         }
     }
 
-    /// One block: `R` rows of C, `width ≤ 64` columns, the whole of `k`.
+    /// Where one block's operands start.
+    #[derive(Clone, Copy)]
+    struct Tile {
+        a: *mut f32,
+        b: *mut f32,
+        c: Raw,
+        start: Option<Raw>,
+        relu: Option<Raw>,
+    }
+
+    /// One block: `R` rows of C, `width ≤ 64` columns, the whole of `k`. `s` holds A's strides,
+    /// `ldb` B's row stride.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    unsafe fn block<const R: usize>(
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        ldb: isize,
-        c: *mut f32,
-        ldc: isize,
-        k: usize,
-        width: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn block<const R: usize>(tile: Tile, s: Raw, ldb: isize, k: usize, width: usize) {
+        let (a, b) = (tile.a.cast_const(), tile.b.cast_const());
+        let (rsa, csa) = (s.rows, s.cols);
         // Lane masks of the four column vectors: full, partial or empty.
         let masks: [__mmask16; 4] = std::array::from_fn(|v| {
             let lanes = width.saturating_sub(16 * v).min(16);
@@ -221,11 +421,10 @@ mod avx512 {
         // loads and stores touch only the lanes inside `width`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            if accumulate {
+            if let Some(start) = tile.start {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
-                        acc[v] =
-                            _mm512_maskz_loadu_ps(masks[v], c.offset(r as isize * ldc).add(16 * v));
+                        acc[v] = _mm512_maskz_loadu_ps(masks[v], start.at(r, 16 * v));
                     }
                 }
             }
@@ -249,7 +448,11 @@ mod avx512 {
             }
             for (r, acc) in acc.iter().enumerate() {
                 for v in 0..vectors {
-                    _mm512_mask_storeu_ps(c.offset(r as isize * ldc).add(16 * v), masks[v], acc[v]);
+                    _mm512_mask_storeu_ps(tile.c.at(r, 16 * v), masks[v], acc[v]);
+                    if let Some(y) = tile.relu {
+                        let positive = _mm512_max_ps(acc[v], _mm512_setzero_ps());
+                        _mm512_mask_storeu_ps(y.at(r, 16 * v), masks[v], positive);
+                    }
                 }
             }
         }

@@ -23,7 +23,7 @@
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, s};
 
 use crate::Element;
-use crate::gemm::gemm;
+use crate::gemm::{self, gemm};
 
 /// How a backward kernel stores an input gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +53,21 @@ pub fn affine_forward<T: Element>(
     b: ArrayView1<T>,
     mut y: ArrayViewMut2<T>,
 ) {
-    let dim = y.raw_dim();
-    y.assign(&b.broadcast(dim).expect("bias width equals output width"));
-    gemm(&x, &w, &mut y, true);
+    gemm::affine(&x, &w, &b, &mut y, None);
+}
+
+/// Affine forward followed by ReLU, in one pass over the batch: `z = x·W + b`, `y = max(z, 0)`.
+///
+/// The same as [`affine_forward`] into `z` and then [`relu_forward`] from `z` into `y`; with
+/// AVX-512 the bias is where the sums start and the ReLU is applied as they are stored.
+pub fn affine_relu_forward<T: Element>(
+    x: ArrayView2<T>,
+    w: ArrayView2<T>,
+    b: ArrayView1<T>,
+    mut z: ArrayViewMut2<T>,
+    mut y: ArrayViewMut2<T>,
+) {
+    gemm::affine(&x, &w, &b, &mut z, Some(&mut y));
 }
 
 /// Affine backward for the parameters: `dW = xᵀ·dy`, `db = Σ_rows dy`.

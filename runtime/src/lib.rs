@@ -26,6 +26,7 @@ pub mod kernels;
 mod network;
 pub mod optim;
 mod param;
+pub mod pool;
 mod target;
 pub mod train;
 

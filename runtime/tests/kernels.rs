@@ -38,8 +38,19 @@ fn one_row_matches_the_general_product() {
 fn products_match_a_plain_triple_loop() {
     use chainrule_runtime::kernels::affine_backward_params;
     // Every row count up to a few blocks, column counts around the vector and block edges, and
-    // both layouts of A (x·W in the forward pass, xᵀ·dy for the weight gradient).
-    for m in [1, 2, 5, 6, 7, 13, 100] {
+    // both layouts of A (x·W in the forward pass, xᵀ·dy for the weight gradient); the large ones
+    // split between two threads, then on one.
+    for (m, threads) in [
+        (1, 2),
+        (2, 2),
+        (5, 2),
+        (6, 2),
+        (7, 2),
+        (13, 2),
+        (100, 2),
+        (100, 1),
+    ] {
+        chainrule_runtime::pool::set_threads(threads);
         for k in [1, 7, 100, 784] {
             for n in [1, 2, 10, 16, 17, 50, 64, 65, 130] {
                 let x = filled(m, k, 3);
@@ -105,5 +116,128 @@ fn input_gradient_matches_a_plain_triple_loop() {
         assert!(close(&dx, 1.0), "dy·Wᵀ for m {m} n {n} k {k}");
         affine_backward_input(w.view(), dy.view(), dx.view_mut(), GradMode::Add);
         assert!(close(&dx, 2.0), "dy·Wᵀ added twice for m {m} n {n} k {k}");
+    }
+}
+
+/// `a·b` in f64 by ndarray's own product, as the reference for the packed kernel.
+fn reference(a: ndarray::ArrayView2<f32>, b: ndarray::ArrayView2<f32>) -> Array2<f64> {
+    a.mapv(f64::from).dot(&b.mapv(f64::from))
+}
+
+fn assert_close(got: ndarray::ArrayView2<f32>, expected: &Array2<f64>, k: usize, what: &str) {
+    assert_eq!(got.dim(), expected.dim(), "{what}: shape");
+    for ((i, j), &e) in expected.indexed_iter() {
+        let g = got[[i, j]] as f64;
+        let tolerance = 1e-5 * (k as f64).sqrt() * e.abs().max(1.0);
+        assert!(
+            (g - e).abs() <= tolerance,
+            "{what} at ({i}, {j}): {g} vs {e}"
+        );
+    }
+}
+
+#[test]
+fn wide_products_match_the_reference_in_every_layout() {
+    use chainrule_runtime::kernels::{GradMode, affine_backward_input, affine_backward_params};
+    use chainrule_runtime::pool::set_threads;
+    // Layers wider than the in-place kernel takes: packed products, with shapes around the
+    // packing blocks (6 and 384 rows, 64 and 512 columns, 256 steps of k), on one and two threads.
+    let shapes = [
+        (1, 5, 300),
+        (7, 300, 257),
+        (13, 1, 1030),
+        (385, 257, 513),
+        (256, 784, 1024),
+    ];
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (m, k, n) in shapes {
+            let what = format!("{threads} thread(s), m {m} k {k} n {n}");
+            let x = filled(m, k, 7);
+            let w = filled(k, n, 8);
+            let b = Array1::from_shape_fn(n, |j| j as f32 * 0.125);
+            // y = x·W + b
+            let mut y = Array2::from_elem((m, n), f32::NAN);
+            affine_forward(x.view(), w.view(), b.view(), y.view_mut());
+            let expected = reference(x.view(), w.view()) + &b.mapv(f64::from);
+            assert_close(y.view(), &expected, k, &format!("x·W + b, {what}"));
+            // The same into a transposed view of C.
+            let mut yt = Array2::from_elem((n, m), f32::NAN);
+            affine_forward(x.view(), w.view(), b.view(), yt.view_mut().reversed_axes());
+            assert_close(yt.t(), &expected, k, &format!("x·W + b into Cᵀ, {what}"));
+            // dW = xᵀ·dy with dy = y / k (A transposed).
+            let dy = y.mapv(|v| v / k as f32);
+            let mut dw = Array2::from_elem((k, n), f32::NAN);
+            let mut db = Array1::zeros(n);
+            affine_backward_params(x.view(), dy.view(), dw.view_mut(), db.view_mut());
+            let expected = reference(x.t(), dy.view());
+            assert_close(dw.view(), &expected, m, &format!("xᵀ·dy, {what}"));
+            // dx = dy·Wᵀ (B transposed), set and then added.
+            let mut dx = Array2::from_elem((m, k), f32::NAN);
+            affine_backward_input(w.view(), dy.view(), dx.view_mut(), GradMode::Set);
+            let expected = reference(dy.view(), w.t());
+            assert_close(dx.view(), &expected, n, &format!("dy·Wᵀ, {what}"));
+            affine_backward_input(w.view(), dy.view(), dx.view_mut(), GradMode::Add);
+            assert_close(
+                dx.view(),
+                &(2.0 * &expected),
+                n,
+                &format!("dy·Wᵀ added, {what}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_affine_relu_matches_affine_then_relu() {
+    use chainrule_runtime::kernels::{affine_relu_forward, relu_forward};
+    use chainrule_runtime::pool::set_threads;
+    // Narrow layers (read in place), wide ones (packed, k across blocks), one row, and outputs
+    // in a transposed layout; inputs centred so that about half the sums are negative.
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (m, k, n) in [
+            (1, 784, 50),
+            (100, 784, 50),
+            (7, 3, 17),
+            (13, 300, 257),
+            (256, 520, 1024),
+        ] {
+            let what = format!("{threads} thread(s), m {m} k {k} n {n}");
+            let x = filled(m, k, 9);
+            let w = filled(k, n, 10);
+            let b = Array1::from_shape_fn(n, |j| (j % 7) as f32 * 0.3 - 0.9);
+            let mut z_ref = Array2::zeros((m, n));
+            affine_forward(x.view(), w.view(), b.view(), z_ref.view_mut());
+            let mut y_ref = Array2::zeros((m, n));
+            relu_forward(z_ref.view(), y_ref.view_mut());
+            assert!(
+                y_ref.iter().any(|&v| v == 0.0) && y_ref.iter().any(|&v| v > 0.0),
+                "{what}"
+            );
+
+            let mut z = Array2::from_elem((m, n), f32::NAN);
+            let mut y = Array2::from_elem((m, n), f32::NAN);
+            affine_relu_forward(x.view(), w.view(), b.view(), z.view_mut(), y.view_mut());
+            assert_eq!(z, z_ref, "z, {what}");
+            assert_eq!(y, y_ref, "y, {what}");
+
+            let mut yt = Array2::from_elem((n, m), f32::NAN);
+            affine_relu_forward(
+                x.view(),
+                w.view(),
+                b.view(),
+                z.view_mut(),
+                yt.view_mut().reversed_axes(),
+            );
+            // Another kernel (a different order of summation) serves this layout.
+            let expected = y_ref.mapv(f64::from);
+            assert_close(
+                yt.t(),
+                &expected,
+                k,
+                &format!("y into a transposed view, {what}"),
+            );
+        }
     }
 }
