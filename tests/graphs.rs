@@ -464,6 +464,10 @@ fn repeated_backward_passes_overwrite_gradients() {
     let first = param_grads(&net);
     let first_input = net.input_grad("x").unwrap().to_owned();
     net.gradient(x.view(), t.view()).unwrap();
+    // `gradient` read the batch in place and kept nothing to backpropagate again.
+    assert!(matches!(net.backward(), Err(Error::BackwardBeforeLoss)));
+    net.loss(x.view(), t.view()).unwrap();
+    net.backward().unwrap();
     net.backward().unwrap();
     assert_eq!(
         param_grads(&net),
@@ -904,7 +908,18 @@ fn for_each_value_visits_inputs_in_declaration_order_then_every_node() {
     let mut net = Visited::new(Init::Xavier, 46);
     let x = random(2, 5, 47);
     let t = random(2, 2, 48);
+    // `gradient` reads the batch in place: afterwards the inputs show no rows.
     net.gradient(x.view(), t.view()).unwrap();
+    let mut input_rows = Vec::new();
+    net.for_each_value(&mut |v| {
+        if v.op.starts_with("input") {
+            input_rows.push(v.value.nrows());
+        }
+    });
+    assert_eq!(input_rows, [0, 0]);
+    // `loss` and `backward` keep it.
+    net.loss(x.view(), t.view()).unwrap();
+    net.backward().unwrap();
 
     /// What `for_each_value` showed of one value.
     struct Seen {

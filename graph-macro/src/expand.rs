@@ -5,6 +5,7 @@
 //! does, `run_forward`/`run_backward` that call them in topological and reverse topological order,
 //! and impls of the runtime's `Network` and (with a loss) `Trainable` traits.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 
 use proc_macro2::{Literal, Span, TokenStream};
@@ -21,7 +22,12 @@ pub fn expand(def: &NetworkDef, net: &Checked) -> TokenStream {
         Form::Item { ident, .. } => ident.clone(),
         Form::Expr => Ident::new("Network", Span::mixed_site()),
     };
-    let (fields, rest) = Generator { net, ty: &ty }.generate();
+    let generator = Generator {
+        net,
+        ty: &ty,
+        reads_batch: Cell::new(false),
+    };
+    let (fields, rest) = generator.generate();
     match &def.form {
         Form::Item { attrs, vis, .. } => quote! {
             #(#attrs)*
@@ -41,6 +47,9 @@ pub fn expand(def: &NetworkDef, net: &Checked) -> TokenStream {
 struct Generator<'a> {
     net: &'a Checked<'a>,
     ty: &'a Ident,
+    /// Set when generated code reads the batch (an input value): the method being generated
+    /// then takes the batch as a parameter.
+    reads_batch: Cell<bool>,
 }
 
 /// How a backward method stores an input's gradient: the first path to reach a value sets its
@@ -123,10 +132,12 @@ impl Generator<'_> {
                 buffer_resizes
                     .push(quote! { ::chainrule::resize_rows(&mut self.#field, rows, #width); });
             };
-            add(
-                self.value(v),
-                format!(" Values of {}: batch × {}.", self.value_doc(v), value.width),
-            );
+            if value.producer.is_some() {
+                add(
+                    self.value(v),
+                    format!(" Values of {}: batch × {}.", self.value_doc(v), value.width),
+                );
+            }
             if self.has_grad(v) {
                 add(
                     self.grad(v),
@@ -135,25 +146,20 @@ impl Generator<'_> {
             }
         }
 
-        // The inputs take consecutive columns of a batch.
+        // The batch, kept for a later `backward` (`gradient` reads it in place instead).
         let input_width: usize = net.inputs.iter().map(|i| net.values[i.value].width).sum();
-        let mut offset = 0;
-        let input_copies = net.inputs.iter().map(|input| {
-            let field = self.value(input.value);
-            let width = net.values[input.value].width;
-            let (start, end) = (lit(offset), lit(offset + width));
-            offset += width;
-            if net.inputs.len() == 1 {
-                quote!(self.#field.assign(&x);)
-            } else {
-                quote!(self.#field.assign(&x.slice(::chainrule::ndarray::s![.., #start..#end]));)
-            }
+        let input_width_lit = lit(input_width);
+        buffer_fields.push(quote! {
+            /// The last batch given to `forward` or `loss`, kept for the backward pass.
+            input: ::chainrule::ndarray::Array2<#elem>
         });
-        let input_copies: Vec<TokenStream> = input_copies.collect();
+        buffer_news
+            .push(quote! { input: ::chainrule::ndarray::Array2::zeros((0, #input_width_lit)) });
 
         // One method per node and pass.
         let mut methods = Vec::new();
         let mut forward_calls = Vec::new();
+        let (mut forward_reads, mut backward_reads) = (false, false);
         for node in &net.nodes {
             if node.op.is_loss() {
                 continue;
@@ -162,13 +168,15 @@ impl Generator<'_> {
                 continue;
             }
             let forward = format_ident!("forward_{}", node.ident);
-            let (doc, body) = self.forward_body(node);
+            let ((doc, body), reads) = self.with_batch(|| self.forward_body(node));
+            forward_reads |= reads;
+            let (params, args) = self.batch_param(reads, elem);
             methods.push(quote! {
                 #[doc = #doc]
                 #[inline]
-                fn #forward(&mut self) { #body }
+                fn #forward(&mut self, #params) { #body }
             });
-            forward_calls.push(quote!(self.#forward();));
+            forward_calls.push(quote!(self.#forward(#args);));
         }
         // Backward in reverse order; the loss (last) has written its input's gradient already.
         let mut written: HashSet<usize> = HashSet::from([net.output]);
@@ -177,22 +185,27 @@ impl Generator<'_> {
             if node.op.is_loss() {
                 continue;
             }
-            if let Some((doc, body)) = self.backward_body(node, &mut written) {
+            if let (Some((doc, body)), reads) =
+                self.with_batch(|| self.backward_body(node, &mut written))
+            {
+                backward_reads |= reads;
                 let backward = format_ident!("backward_{}", node.ident);
+                let (params, args) = self.batch_param(reads, elem);
                 methods.push(quote! {
                     #[doc = #doc]
                     #[inline]
-                    fn #backward(&mut self) { #body }
+                    fn #backward(&mut self, #params) { #body }
                 });
-                backward_calls.push(quote!(self.#backward();));
+                backward_calls.push(quote!(self.#backward(#args);));
             }
         }
 
-        let input_width_lit = lit(input_width);
         let output_width = lit(net.values[net.output].width);
+        let unused = |reads: bool| (!reads).then(|| quote!(let _ = batch;));
+        let (forward_unused, backward_unused) = (unused(forward_reads), unused(backward_reads));
         let param_count = lit(net.param_count);
         let dot = dot::render(net);
-        let output = self.value(net.output);
+        let output = self.stored(net.output);
         let output_grad = self.grad(net.output);
         let names = param_names.iter().map(|(name, _)| name);
         let ref_arms = param_names
@@ -242,22 +255,33 @@ impl Generator<'_> {
                     net
                 }
 
-                /// Sizes the buffers for `x`'s batch (allocating only when the batch size changes)
-                /// and copies the inputs in.
-                fn prepare(&mut self, x: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
-                    let rows = x.nrows();
+                /// Sizes the buffers for a batch of `rows` (allocating only when that changes).
+                fn resize(&mut self, rows: usize) {
                     #(#buffer_resizes)*
-                    #(#input_copies)*
                 }
 
-                /// The forward pass, in topological order.
-                fn run_forward(&mut self) {
+                /// The forward pass over `batch`, in topological order.
+                fn run_forward(&mut self, batch: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
+                    #forward_unused
                     #(#forward_calls)*
                 }
 
                 /// The backward pass, in reverse topological order: the chain rule, node by node.
-                fn run_backward(&mut self) {
+                /// `batch` is the forward pass's.
+                fn run_backward(&mut self, batch: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
+                    #backward_unused
                     #(#backward_calls)*
+                }
+
+                /// Runs `pass` on the kept batch.
+                fn on_kept_batch<R>(
+                    &mut self,
+                    pass: impl FnOnce(&mut Self, ::chainrule::ndarray::ArrayView2<'_, #elem>) -> R,
+                ) -> R {
+                    let batch = ::core::mem::take(&mut self.input);
+                    let result = pass(self, batch.view());
+                    self.input = batch;
+                    result
                 }
 
                 #(#methods)*
@@ -289,14 +313,15 @@ impl Generator<'_> {
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                 ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
                     ::chainrule::check_input(#name, &x, #input_width_lit)?;
-                    self.prepare(x);
-                    self.run_forward();
+                    self.resize(x.nrows());
+                    ::chainrule::copy_input(&mut self.input, x, #input_width_lit);
+                    self.on_kept_batch(|net, batch| net.run_forward(batch));
                     self.pass = ::chainrule::Pass::Forward;
-                    ::core::result::Result::Ok(self.#output.view())
+                    ::core::result::Result::Ok(#output)
                 }
 
                 fn output(&self) -> ::chainrule::ndarray::ArrayView2<'_, #elem> {
-                    self.#output.view()
+                    #output
                 }
 
                 fn backward_from(
@@ -307,11 +332,11 @@ impl Generator<'_> {
                         #name,
                         self.pass,
                         &dy,
-                        self.#output.nrows(),
+                        #output.nrows(),
                         #output_width,
                     )?;
                     self.#output_grad.assign(&dy);
-                    self.run_backward();
+                    self.on_kept_batch(|net, batch| net.run_backward(batch));
                     ::core::result::Result::Ok(())
                 }
 
@@ -393,7 +418,13 @@ impl Generator<'_> {
             TargetKind::Classes => quote!(&'t [usize]),
             TargetKind::Values => quote!(::chainrule::ndarray::ArrayView2<'t, #elem>),
         };
-        let x = self.value(loss.inputs[0]);
+        let (x, reads) = self.with_batch(|| self.read(loss.inputs[0]));
+        let (params, args) = self.batch_param(reads, elem);
+        let bind = if reads {
+            quote!(let batch = x;)
+        } else {
+            quote!()
+        };
         let dx = self.grad(loss.inputs[0]);
         let method = format_ident!("loss_{}", loss.ident);
         let doc = format!(
@@ -405,8 +436,8 @@ impl Generator<'_> {
             impl #ty {
                 #[doc = #doc]
                 #[inline]
-                fn #method(&mut self, t: <Self as ::chainrule::Trainable>::Targets<'_>) -> #elem {
-                    ::chainrule::kernels::#kernel(self.#x.view(), t, self.#dx.view_mut())
+                fn #method(&mut self, t: <Self as ::chainrule::Trainable>::Targets<'_>, #params) -> #elem {
+                    ::chainrule::kernels::#kernel(#x, t, self.#dx.view_mut())
                 }
             }
 
@@ -425,9 +456,12 @@ impl Generator<'_> {
                         x.nrows(),
                         <Self as ::chainrule::Network>::OUTPUT,
                     )?;
-                    self.prepare(x);
-                    self.run_forward();
-                    let loss = self.#method(t);
+                    self.resize(x.nrows());
+                    ::chainrule::copy_input(&mut self.input, x, #input_width);
+                    let loss = self.on_kept_batch(|net, batch| {
+                        net.run_forward(batch);
+                        net.#method(t, #args)
+                    });
                     self.pass = ::chainrule::Pass::Loss;
                     ::core::result::Result::Ok(loss)
                 }
@@ -436,8 +470,30 @@ impl Generator<'_> {
                     if self.pass != ::chainrule::Pass::Loss {
                         return ::core::result::Result::Err(::chainrule::Error::BackwardBeforeLoss);
                     }
-                    self.run_backward();
+                    self.on_kept_batch(|net, batch| net.run_backward(batch));
                     ::core::result::Result::Ok(())
+                }
+
+                fn gradient(
+                    &mut self,
+                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                    t: Self::Targets<'_>,
+                ) -> ::chainrule::Result<#elem> {
+                    ::chainrule::check_input(#name, &x, #input_width)?;
+                    ::chainrule::Target::<#elem>::check(
+                        &t,
+                        #name,
+                        x.nrows(),
+                        <Self as ::chainrule::Network>::OUTPUT,
+                    )?;
+                    // Both passes read `x` in place: nothing is kept for a later `backward`.
+                    self.resize(x.nrows());
+                    self.run_forward(x);
+                    #bind
+                    let loss = self.#method(t, #args);
+                    self.run_backward(x);
+                    self.pass = ::chainrule::Pass::None;
+                    ::core::result::Result::Ok(loss)
                 }
             }
         }
@@ -445,7 +501,7 @@ impl Generator<'_> {
 
     /// The doc comment and body of a node's forward method.
     fn forward_body(&self, node: &CheckedNode) -> (String, TokenStream) {
-        let xs: Vec<Ident> = node.inputs.iter().map(|&v| self.value(v)).collect();
+        let xs: Vec<TokenStream> = node.inputs.iter().map(|&v| self.read(v)).collect();
         let y = self.value(node.output);
         let widths: Vec<String> = node
             .inputs
@@ -480,7 +536,7 @@ impl Generator<'_> {
                         self.node_doc(node, forward_math, &note),
                         quote! {
                             ::chainrule::kernels::affine_relu_forward(
-                                self.#x.view(), self.#w.value(), self.#b.value(),
+                                #x, self.#w.value(), self.#b.value(),
                                 self.#y.view_mut(), self.#out.view_mut(),
                             );
                         },
@@ -490,7 +546,7 @@ impl Generator<'_> {
                     self.node_doc(node, forward_math, &widths),
                     quote! {
                         ::chainrule::kernels::#kernel(
-                            self.#x.view(), self.#w.value(), self.#b.value(), self.#y.view_mut(),
+                            #x, self.#w.value(), self.#b.value(), self.#y.view_mut(),
                         );
                     },
                 )
@@ -504,7 +560,7 @@ impl Generator<'_> {
                 let x = &xs[0];
                 (
                     self.node_doc(node, forward_math, &widths),
-                    quote!(::chainrule::kernels::#kernel(self.#x.view(), self.#y.view_mut());),
+                    quote!(::chainrule::kernels::#kernel(#x, self.#y.view_mut());),
                 )
             }
             Kernels::Merge {
@@ -517,7 +573,7 @@ impl Generator<'_> {
                 (
                     self.node_doc(node, forward_math, &widths),
                     quote! {
-                        ::chainrule::kernels::#kernel(self.#a.view(), self.#b.view(), self.#y.view_mut());
+                        ::chainrule::kernels::#kernel(#a, #b, self.#y.view_mut());
                     },
                 )
             }
@@ -530,7 +586,7 @@ impl Generator<'_> {
                 (
                     self.node_doc(node, forward_math, &widths),
                     quote! {
-                        ::chainrule::kernels::#kernel(&[#(self.#xs.view()),*], self.#y.view_mut());
+                        ::chainrule::kernels::#kernel(&[#(#xs),*], self.#y.view_mut());
                     },
                 )
             }
@@ -582,7 +638,7 @@ impl Generator<'_> {
                 skipped.join(" and ")
             )
         };
-        let xs: Vec<Ident> = node.inputs.iter().map(|&v| self.value(v)).collect();
+        let xs: Vec<TokenStream> = node.inputs.iter().map(|&v| self.read(v)).collect();
         let dxs: Vec<Ident> = node.inputs.iter().map(|&v| self.grad(v)).collect();
         let (math, body) = match node.op.kernels {
             Kernels::Affine {
@@ -596,7 +652,7 @@ impl Generator<'_> {
                 let x = &xs[0];
                 let mut body = quote! {
                     ::chainrule::kernels::#params(
-                        self.#x.view(), self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
+                        #x, self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
                     );
                 };
                 if let Some(mode) = modes[0] {
@@ -637,7 +693,7 @@ impl Generator<'_> {
                     let kernel = format_ident!("{kernel}");
                     body.extend(quote! {
                         ::chainrule::kernels::#kernel(
-                            self.#a.view(), self.#b.view(), self.#y.view(), self.#dy.view(),
+                            #a, #b, self.#y.view(), self.#dy.view(),
                             self.#dx.view_mut(), #mode,
                         );
                     });
@@ -695,7 +751,7 @@ impl Generator<'_> {
                     None => format!("input({})", self.net.values[v].width),
                     Some(node) => self.net.nodes[node].layer.describe(),
                 };
-                let value = self.value(v);
+                let value = self.stored(v);
                 let grad = if self.has_grad(v) {
                     let grad = self.grad(v);
                     quote!(::core::option::Option::Some(self.#grad.view()))
@@ -703,7 +759,7 @@ impl Generator<'_> {
                     quote!(::core::option::Option::None)
                 };
                 quote! {
-                    f(::chainrule::ValueRef { name: #name, op: #op, value: self.#value.view(), grad: #grad });
+                    f(::chainrule::ValueRef { name: #name, op: #op, value: #value, grad: #grad });
                 }
             });
         quote!(#(#calls)*)
@@ -713,7 +769,7 @@ impl Generator<'_> {
     fn dot_with_values(&self) -> TokenStream {
         let (head, edges) = dot::parts(self.net);
         let edges = edges.iter().map(|&(from, to)| {
-            let value = self.value(from);
+            let value = self.stored(from);
             let grad = if self.has_grad(from) {
                 let grad = self.grad(from);
                 quote!(::core::option::Option::Some(self.#grad.view()))
@@ -722,7 +778,7 @@ impl Generator<'_> {
             };
             let line = format!("  v{from} -> {} [label=\"{{}}\"];\n", dot::node_id(to));
             quote! {
-                dot.push_str(&::std::format!(#line, ::chainrule::edge_label(self.#value.view(), #grad)));
+                dot.push_str(&::std::format!(#line, ::chainrule::edge_label(#value, #grad)));
             }
         });
         quote! {
@@ -743,6 +799,66 @@ impl Generator<'_> {
             node.ident,
             node.layer.describe()
         )
+    }
+
+    /// Runs `generate` and says whether what it generated reads the batch.
+    fn with_batch<R>(&self, generate: impl FnOnce() -> R) -> (R, bool) {
+        self.reads_batch.set(false);
+        let generated = generate();
+        (generated, self.reads_batch.replace(false))
+    }
+
+    /// The extra parameter and argument of a method that reads the batch.
+    fn batch_param(&self, reads: bool, elem: &Ident) -> (TokenStream, TokenStream) {
+        if reads {
+            (
+                quote!(batch: ::chainrule::ndarray::ArrayView2<'_, #elem>),
+                quote!(batch),
+            )
+        } else {
+            (quote!(), quote!())
+        }
+    }
+
+    /// A view of a value for a pass: an input's columns of the `batch` parameter, or a buffer.
+    fn read(&self, value: usize) -> TokenStream {
+        if self.net.values[value].producer.is_some() {
+            let buffer = self.value(value);
+            return quote!(self.#buffer.view());
+        }
+        self.reads_batch.set(true);
+        self.input_columns(value, quote!(batch))
+    }
+
+    /// A view of a value as the network keeps it: an input's columns of the kept batch, or a
+    /// buffer.
+    fn stored(&self, value: usize) -> TokenStream {
+        if self.net.values[value].producer.is_some() {
+            let buffer = self.value(value);
+            return quote!(self.#buffer.view());
+        }
+        self.input_columns(
+            value,
+            quote!(::chainrule::kept_input(&self.input, self.pass)),
+        )
+    }
+
+    /// An input's columns of a batch (a view): the whole of it when the network has one input.
+    fn input_columns(&self, value: usize, batch: TokenStream) -> TokenStream {
+        let inputs = &self.net.inputs;
+        if inputs.len() == 1 {
+            return batch;
+        }
+        let mut start = 0;
+        for input in inputs {
+            let width = self.net.values[input.value].width;
+            if input.value == value {
+                let (from, to) = (lit(start), lit(start + width));
+                return quote!(#batch.slice_move(::chainrule::ndarray::s![.., #from..#to]));
+            }
+            start += width;
+        }
+        unreachable!("a value without a producer is an input")
     }
 
     /// The ReLU that an affine node's forward pass also computes: the one node reading the

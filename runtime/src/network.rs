@@ -1,4 +1,4 @@
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use ndarray::{Array2, ArrayView1, ArrayView2, s};
 
 use crate::{Element, Error, Init, ParamMut, ParamRef, Result, Target};
 
@@ -89,6 +89,9 @@ pub trait Trainable: Network {
     fn backward(&mut self) -> Result<()>;
 
     /// `loss` then `backward`: the book's `gradient`. Returns the loss.
+    ///
+    /// Generated networks read `x` in place in both passes instead of keeping a copy of it, so
+    /// afterwards `backward` and `backward_from` need a new `loss` or `forward` first.
     fn gradient(
         &mut self,
         x: ArrayView2<'_, Self::Elem>,
@@ -249,5 +252,26 @@ pub fn unknown_param(network: &'static str, name: &str, known: &[&str]) -> Error
 pub fn resize_rows<T: Element>(buffer: &mut Array2<T>, rows: usize, width: usize) {
     if buffer.dim() != (rows, width) {
         *buffer = Array2::zeros((rows, width));
+    }
+}
+
+/// Copies a batch into the buffer a network keeps it in, sizing the buffer first (allocating
+/// only when the batch size changes): one memory copy when both are contiguous.
+#[doc(hidden)]
+pub fn copy_input<T: Element>(buffer: &mut Array2<T>, x: ArrayView2<T>, width: usize) {
+    resize_rows(buffer, x.nrows(), width);
+    match (buffer.as_slice_mut(), x.as_slice()) {
+        (Some(to), Some(from)) => to.copy_from_slice(from),
+        _ => buffer.assign(&x),
+    }
+}
+
+/// The batch a network kept, or no rows when it kept none (after `gradient`, which reads its
+/// batch in place).
+#[doc(hidden)]
+pub fn kept_input<T: Element>(buffer: &Array2<T>, pass: Pass) -> ArrayView2<'_, T> {
+    match pass {
+        Pass::None => buffer.slice(s![0..0, ..]),
+        Pass::Forward | Pass::Loss => buffer.view(),
     }
 }
