@@ -176,17 +176,23 @@ impl Default for Sgd {
     }
 }
 
+/// Parameters with more elements than this are updated by all threads.
+const SHARE_ABOVE: usize = 1 << 14;
+
 impl Optimizer for Sgd {
     fn step<N: Network + ?Sized>(&mut self, net: &mut N) {
         let (lr, weight_decay) = (self.lr, self.weight_decay);
         net.for_each_param_mut(&mut |p| {
             let decay = decay_for(p.shape, weight_decay);
             if decay == 0.0 {
-                // The hot path: `w -= lr·g` in the element type, which the compiler vectorises.
+                // The hot path: `w -= lr·g` in the element type, which the compiler vectorises;
+                // a large parameter is shared between the threads (it streams from memory).
                 let lr = N::Elem::from_f64(lr);
-                for (w, &g) in p.value.iter_mut().zip(p.grad.iter()) {
-                    *w -= lr * g;
-                }
+                crate::pool::zip_pieces(p.value, p.grad, SHARE_ABOVE, &|value, grad| {
+                    for (w, &g) in value.iter_mut().zip(grad) {
+                        *w -= lr * g;
+                    }
+                });
                 return;
             }
             for (w, &g) in p.value.iter_mut().zip(p.grad.iter()) {

@@ -132,6 +132,37 @@ pub fn run(parts: usize, job: &Job<'_>) {
     }
 }
 
+/// Runs `f` on matching pieces of `values` and `other` (of equal length), split across the
+/// threads when there are more than `piece` elements per thread, else on this thread alone.
+pub fn zip_pieces<T: Send + Sync>(
+    values: &mut [T],
+    other: &[T],
+    piece: usize,
+    f: &(dyn Fn(&mut [T], &[T]) + Sync),
+) {
+    assert_eq!(values.len(), other.len(), "pieces of equal length");
+    let len = values.len();
+    let parts = len / piece.max(1);
+    if parts <= 1 || threads() <= 1 {
+        return f(values, other);
+    }
+    // Addresses as integers, so that the job may cross threads; each part rebuilds its own
+    // disjoint piece.
+    let (to, from) = (values.as_mut_ptr() as usize, other.as_ptr() as usize);
+    run(parts, &|part, parts| {
+        let (start, end) = (len * part / parts, len * (part + 1) / parts);
+        // SAFETY: the pieces `start..end` of the parts are disjoint and inside both slices,
+        // which the caller keeps borrowed until `run` returns.
+        let (values, other) = unsafe {
+            (
+                std::slice::from_raw_parts_mut((to as *mut T).add(start), end - start),
+                std::slice::from_raw_parts((from as *const T).add(start), end - start),
+            )
+        };
+        f(values, other);
+    });
+}
+
 fn spawn(count: usize) -> Vec<Thread> {
     (1..=count)
         .map(|index| {
@@ -199,6 +230,27 @@ mod tests {
             });
             let counts: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
             assert_eq!(counts, [1, 1]);
+        }
+    }
+
+    #[test]
+    fn zip_pieces_covers_every_element_once() {
+        set_threads(2);
+        for len in [0, 1, 999, 1000, 1001, 100_003] {
+            let mut values: Vec<u64> = (0..len as u64).collect();
+            let other: Vec<u64> = (0..len as u64).map(|i| 3 * i).collect();
+            zip_pieces(&mut values, &other, 1000, &|values, other| {
+                for (v, &o) in values.iter_mut().zip(other) {
+                    *v += o + 1;
+                }
+            });
+            assert!(
+                values
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &v)| v == 4 * i as u64 + 1),
+                "length {len}"
+            );
         }
     }
 
