@@ -43,7 +43,7 @@ where
     N: Default + for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
 {
     let (mut net, x, labels) = setup::<N>(cfg);
-    let mut sgd = Sgd::new(cfg.lr);
+    let mut sgd = Sgd::new(f64::from(cfg.lr));
     let loss = |net: &mut N, x: ArrayView2<f32>| net.loss(x, &labels).expect("valid batch");
     let loss0 = loss(&mut net, x.view());
     let rate = steps_per_s(cfg, || {
