@@ -273,8 +273,13 @@ mod avx512 {
 
     use super::{Ends, Raw};
 
-    /// Rows of `C` per block.
+    /// Rows of `C` per block: 6 with four column vectors, 8 with three or fewer (24 registers of
+    /// sums either way).
     const MR: usize = 6;
+    const MR_NARROW: usize = 8;
+    /// Threads split the rows at multiples of this (of both block heights), so that every row is
+    /// computed the same way whatever the number of threads.
+    const SPLIT: usize = 24;
     /// Columns of `C` per block: four vectors of 16.
     const NC: usize = 64;
     /// From this many multiply-adds on (about ten microseconds' work) a product is shared
@@ -324,15 +329,15 @@ mod avx512 {
         let n = b.ncols();
         let (a, b, c) = (Raw::of(a), Raw::of(b), Raw::of_mut(c));
         let parts = if m * n * k >= SHARE_ABOVE {
-            m.div_ceil(MR)
+            m.div_ceil(SPLIT)
         } else {
             1
         };
         crate::pool::run(parts, &|part, parts| {
             // Split the rows into `parts` runs of whole blocks.
-            let blocks = m.div_ceil(MR);
-            let first = blocks * part / parts * MR;
-            let last = (blocks * (part + 1) / parts * MR).min(m);
+            let blocks = m.div_ceil(SPLIT);
+            let first = blocks * part / parts * SPLIT;
+            let last = (blocks * (part + 1) / parts * SPLIT).min(m);
             // SAFETY: AVX-512F is present and the operands fit (this function's contract); the
             // rows `first..last` of C (and of the ReLU output) belong to this part alone.
             unsafe { rows(a, b, c, ends, first..last, k, n) };
@@ -350,12 +355,25 @@ mod avx512 {
         k: usize,
         n: usize,
     ) {
+        // A last vector with only a few lanes would cost as much as a full one: leave those
+        // columns to `last_columns`, when A's layout suits it and there are enough rows.
+        let spare = n % 16;
+        let (main, rest) = if n > 16
+            && (1..=4).contains(&spare)
+            && range.len() >= 16
+            && (a.cols == 1 || a.rows == 1)
+        {
+            (n - spare, spare)
+        } else {
+            (n, 0)
+        };
         let mut col = 0;
-        while col < n {
-            let width = NC.min(n - col);
+        while col < main {
+            let width = NC.min(main - col);
+            let height = if width <= 48 { MR_NARROW } else { MR };
             let mut row = range.start;
             while row < range.end {
-                let rows = MR.min(range.end - row);
+                let rows = height.min(range.end - row);
                 let tile = Tile {
                     a: a.at(row, 0),
                     b: b.at(0, col),
@@ -373,9 +391,12 @@ mod avx512 {
                     }),
                 };
                 // SAFETY: the tile's rows `row..row + rows` and columns `col..col + width` lie
-                // inside every operand (the last vector is masked).
+                // inside every operand (the last vector is masked); 7 or 8 rows come only with
+                // at most three vectors.
                 unsafe {
                     match rows {
+                        8 => block::<8>(tile, a, b.rows, k, width),
+                        7 => block::<7>(tile, a, b.rows, k, width),
                         6 => block::<6>(tile, a, b.rows, k, width),
                         5 => block::<5>(tile, a, b.rows, k, width),
                         4 => block::<4>(tile, a, b.rows, k, width),
@@ -387,6 +408,132 @@ mod avx512 {
                 row += rows;
             }
             col += width;
+        }
+        if rest > 0 {
+            // SAFETY: columns `main..n` and the rows of `range` lie inside every operand.
+            unsafe { last_columns(a, b, c, ends, range, k, main..n) };
+        }
+    }
+
+    thread_local! {
+        /// The last columns of B, transposed, for `last_columns`; grown once, then reused.
+        static LAST_COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Columns `cols` (at most four) of `C = start + A·B` for the rows of `range`, vectorised
+    /// along another axis than the columns: along `k` (dot products) when A's rows are
+    /// contiguous, along the rows of C when A's columns are.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn last_columns(
+        a: Raw,
+        b: Raw,
+        c: Raw,
+        ends: Ends,
+        range: std::ops::Range<usize>,
+        k: usize,
+        cols: std::ops::Range<usize>,
+    ) {
+        const MAX: usize = 4;
+        let count = cols.len();
+        debug_assert!(count <= MAX);
+        // Stores one finished value (the start added), and its ReLU.
+        let finish = |i: usize, j: usize, sum: f32| {
+            // SAFETY: the caller guarantees (i, j) lies inside C, the start and the ReLU output.
+            unsafe {
+                let value = ends.start.map_or(sum, |s| *s.at(i, j) + sum);
+                *c.at(i, j) = value;
+                if let Some(y) = ends.relu {
+                    *y.at(i, j) = value.max(0.0);
+                }
+            }
+        };
+        let mask_of = |lanes: usize| -> __mmask16 {
+            if lanes >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << lanes) - 1) as __mmask16
+            }
+        };
+        if a.cols == 1 {
+            // Dot products of A's rows with B's columns, copied contiguous first.
+            LAST_COLUMNS.with_borrow_mut(|columns| {
+                columns.clear();
+                for j in cols.clone() {
+                    // SAFETY: rows `0..k` of column j lie inside B.
+                    columns.extend((0..k).map(|p| unsafe { *b.at(p, j) }));
+                }
+                let bt = columns.as_ptr();
+                const ROWS: usize = 4;
+                let mut row = range.start;
+                while row < range.end {
+                    let rows = ROWS.min(range.end - row);
+                    let mut sums = [[_mm512_setzero_ps(); MAX]; ROWS];
+                    let mut p = 0;
+                    while p < k {
+                        let mask = mask_of(k - p);
+                        // SAFETY: lanes `p..min(p + 16, k)` lie inside A's rows and the copies.
+                        unsafe {
+                            let bv: [__m512; MAX] = std::array::from_fn(|t| {
+                                if t < count {
+                                    _mm512_maskz_loadu_ps(mask, bt.add(t * k + p))
+                                } else {
+                                    _mm512_setzero_ps()
+                                }
+                            });
+                            for (r, sums) in sums.iter_mut().enumerate().take(rows) {
+                                let av = _mm512_maskz_loadu_ps(mask, a.at(row + r, p));
+                                for (sum, &bv) in sums.iter_mut().zip(&bv).take(count) {
+                                    *sum = _mm512_fmadd_ps(av, bv, *sum);
+                                }
+                            }
+                        }
+                        p += 16;
+                    }
+                    for (r, sums) in sums.iter().enumerate().take(rows) {
+                        for (t, &sum) in sums.iter().enumerate().take(count) {
+                            finish(row + r, cols.start + t, _mm512_reduce_add_ps(sum));
+                        }
+                    }
+                    row += rows;
+                }
+            });
+        } else {
+            // A's columns are contiguous (xᵀ in xᵀ·dy): sums over k of a column of A times one
+            // element of B, 64 rows of C at a time.
+            const VECTORS: usize = 4;
+            let mut row = range.start;
+            while row < range.end {
+                let rows = (16 * VECTORS).min(range.end - row);
+                let masks: [__mmask16; VECTORS] =
+                    std::array::from_fn(|v| mask_of(rows.saturating_sub(16 * v)));
+                let mut sums = [[_mm512_setzero_ps(); VECTORS]; MAX];
+                for p in 0..k {
+                    // SAFETY: rows `row..row + rows` of column p lie inside A (loads are masked),
+                    // and (p, j) inside B.
+                    unsafe {
+                        let av: [__m512; VECTORS] = std::array::from_fn(|v| {
+                            _mm512_maskz_loadu_ps(masks[v], a.at(row + 16 * v, p))
+                        });
+                        for (t, sums) in sums.iter_mut().enumerate().take(count) {
+                            let x = _mm512_set1_ps(*b.at(p, cols.start + t));
+                            for (sum, &av) in sums.iter_mut().zip(&av) {
+                                *sum = _mm512_fmadd_ps(av, x, *sum);
+                            }
+                        }
+                    }
+                }
+                for (t, sums) in sums.iter().enumerate().take(count) {
+                    let mut values = [0.0f32; 16 * VECTORS];
+                    for (v, &sum) in sums.iter().enumerate() {
+                        // SAFETY: `values` holds 16 lanes per vector.
+                        unsafe { _mm512_storeu_ps(values.as_mut_ptr().add(16 * v), sum) };
+                    }
+                    for (r, &value) in values.iter().enumerate().take(rows) {
+                        finish(row + r, cols.start + t, value);
+                    }
+                }
+                row += rows;
+            }
         }
     }
 
