@@ -6,7 +6,9 @@
 //! - W3 "latency": 784-50-10 forward on one sample.
 //!
 //! `cargo bench --bench steps`; the per-iteration times give steps/s (1 / time) and the ratio to
-//! the baseline in the same group.
+//! the baseline in the same group. Both cores by default; one with
+//! `CHAINRULE_THREADS=1 MATMUL_NUM_THREADS=1` (the first for chainrule, the second for the
+//! baseline's matrixmultiply), pinned with `taskset -c 0` for the peers' setting.
 
 mod naive;
 
