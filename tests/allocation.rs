@@ -43,6 +43,56 @@ network! {
     struct Book { affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy }
 }
 
+network! {
+    /// Wide enough for the packed product (more than 256 columns), which keeps packing buffers.
+    struct Wide { affine(64, 300) -> relu -> affine(300, 10) -> softmax_cross_entropy }
+}
+
+/// Inputs in [0, 1) and labels for a batch.
+fn batch(rows: usize, width: usize) -> (Array2<f32>, Vec<usize>) {
+    let x = Array2::from_shape_fn((rows, width), |(i, j)| {
+        ((i * 31 + j * 7) % 97) as f32 / 97.0
+    });
+    (x, (0..rows).map(|i| i % 10).collect())
+}
+
+/// One kind of training step.
+type Step<'a, N> = &'a mut dyn FnMut(&mut N);
+
+/// Allocations of ten training steps of each kind after a first one, on one thread and on two.
+fn step_allocations<N>(mut net: N, rows: usize) -> Vec<(String, usize)>
+where
+    N: for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
+{
+    let (x, t) = batch(rows, N::INPUT);
+    let mut counts = Vec::new();
+    for threads in [1, 2] {
+        chainrule::pool::set_threads(threads);
+        let mut sgd = Sgd::new(0.1);
+        let mut adam = Adam::new(0.001);
+        let mut kinds: [(&str, Step<'_, N>); 2] = [
+            ("gradient, then SGD", &mut |net: &mut N| {
+                net.gradient(x.view(), &t).unwrap();
+                sgd.step(net);
+            }),
+            ("gradient, then Adam", &mut |net: &mut N| {
+                net.gradient(x.view(), &t).unwrap();
+                adam.step(net);
+            }),
+        ];
+        for (name, step) in kinds.iter_mut() {
+            step(&mut net);
+            let count = allocations(|| {
+                for _ in 0..10 {
+                    step(&mut net);
+                }
+            });
+            counts.push((format!("{name}, {threads} thread(s)"), count));
+        }
+    }
+    counts
+}
+
 #[test]
 fn sized_buffers_are_reused() {
     let mut net = Book::default();
@@ -76,4 +126,26 @@ fn sized_buffers_are_reused() {
         }),
         0
     );
+
+    // Training steps: with AVX-512 every product runs in chainrule's kernels, whose buffers (and
+    // worker threads) are made on first use; without it matrixmultiply packs into fresh buffers.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for (net, counts) in [
+            (
+                "784-50-10, batch 100",
+                step_allocations(Book::default(), 100),
+            ),
+            ("64-300-10, batch 32", step_allocations(Wide::default(), 32)),
+        ] {
+            for (kind, count) in counts {
+                assert_eq!(
+                    count, 0,
+                    "{net}: ten steps of {kind} allocated {count} times"
+                );
+            }
+        }
+        return;
+    }
+    eprintln!("no AVX-512 here: the training-step part of this test was skipped");
 }
