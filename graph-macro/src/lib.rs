@@ -1,9 +1,9 @@
 //! The `network!` procedural macro of chainrule.
 //!
 //! The pipeline, one module per stage, each with its own types:
-//! [`parse`] (syn AST with spans) → [`graph`] (petgraph DAG, topological order) → [`check`]
-//! (op table lookup, arguments, shape inference) → [`expand`] (the generated Rust code).
-//! [`ops`] is the table of operations all stages read. See ARCHITECTURE.md.
+//! `parse` (syn AST with spans) → `graph` (petgraph DAG, topological order) → `check`
+//! (op table lookup, arguments, shape inference) → `expand` (the generated Rust code).
+//! `ops` is the table of operations all stages read. See ARCHITECTURE.md.
 
 use proc_macro2::TokenStream;
 
