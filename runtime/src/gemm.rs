@@ -1,15 +1,21 @@
-//! Matrix products for the shapes small networks have: `C (+)= A·B` where `B` is row-major with at
-//! most a few hundred columns (a layer's weight `W` in `x·W`, or a batch's gradient `dy` in
-//! `xᵀ·dy`).
+//! Matrix products, `C (+)= A·B`, picked by shape, with what a layer does around them (a bias to
+//! start from, a ReLU or nothing after).
 //!
-//! matrixmultiply copies (packs) both operands on every call, which for these shapes costs about a
-//! fifth of a training step, and allocates its packing buffer each time. Here an AVX-512 kernel
-//! reads `B`'s rows in place: it keeps a block of 6 rows of `C` by up to 64 columns in 24 vector
-//! registers while `k` runs, loading one row of `B` (the last vector masked) and broadcasting one
-//! element of each of the 6 rows of `A` per step; a single row (the batch-1 forward pass) runs
-//! four interleaved sums instead. A small `B` in another layout (a transposed weight, in `dy·Wᵀ`)
-//! is first copied row-major into a buffer the thread keeps. Everything else goes to ndarray's
-//! `general_mat_mul`, except a single row without AVX-512, which is a plain vector-matrix loop.
+//! matrixmultiply copies (packs) both operands on every call, which for a small network's shapes
+//! costs about a fifth of a training step, and allocates its packing buffer each time. With
+//! AVX-512 and `f32`, chainrule multiplies itself:
+//!
+//! - `B` row-major with at most 256 columns (a layer's weight `W` in `x·W`, a batch's gradient
+//!   `dy` in `xᵀ·dy`): [`avx512`] reads `B`'s rows in place, keeping a block of 6 rows × 64
+//!   columns of `C` (8 × 48 when the layer is narrower) in 24 vector registers while `k` runs; the
+//!   last 1–4 columns of a layer like 50 wide go through dot products instead of a mostly empty
+//!   vector; a single row (batch 1) runs four interleaved sums. A small `B` in another layout (a
+//!   transposed weight, in `dy·Wᵀ`) is first copied row-major into a buffer the thread keeps.
+//! - everything else: [`packed`], which packs `B` into panels (the usual blocked scheme).
+//!
+//! Both split large products between the [`pool`](crate::pool)'s threads at block boundaries, so
+//! a result does not depend on the number of threads. Without AVX-512, or in `f64`, products go
+//! to ndarray's `general_mat_mul`, except a single row, which is a plain vector-matrix loop.
 
 use std::any::TypeId;
 
