@@ -449,13 +449,8 @@ impl Generator<'_> {
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                     t: Self::Targets<'_>,
                 ) -> ::chainrule::Result<#elem> {
-                    ::chainrule::check_input(#name, &x, #input_width)?;
-                    ::chainrule::Target::<#elem>::check(
-                        &t,
-                        #name,
-                        x.nrows(),
-                        <Self as ::chainrule::Network>::OUTPUT,
-                    )?;
+                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
+                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
                     self.resize(x.nrows());
                     ::chainrule::copy_input(&mut self.input, x, #input_width);
                     let loss = self.on_kept_batch(|net, batch| {
@@ -479,13 +474,8 @@ impl Generator<'_> {
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                     t: Self::Targets<'_>,
                 ) -> ::chainrule::Result<#elem> {
-                    ::chainrule::check_input(#name, &x, #input_width)?;
-                    ::chainrule::Target::<#elem>::check(
-                        &t,
-                        #name,
-                        x.nrows(),
-                        <Self as ::chainrule::Network>::OUTPUT,
-                    )?;
+                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
+                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
                     // Both passes read `x` in place: nothing is kept for a later `backward`.
                     self.resize(x.nrows());
                     self.run_forward(x);

@@ -27,6 +27,18 @@ use crate::Element;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 
+/// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
+#[cfg(target_arch = "x86_64")]
+fn first_lanes(lanes: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << lanes.min(16)) - 1) as u16
+}
+
+/// The lane masks of the four vectors that cover `width` (≤ 64) columns: full, partial or empty.
+#[cfg(target_arch = "x86_64")]
+fn vector_masks(width: usize) -> [std::arch::x86_64::__mmask16; 4] {
+    std::array::from_fn(|v| first_lanes(width.saturating_sub(16 * v)))
+}
+
 /// A matrix as a pointer and strides, shareable between the threads of one product.
 #[derive(Clone, Copy)]
 struct Raw {
@@ -277,7 +289,7 @@ mod avx512 {
 
     use ndarray::{ArrayView2, ArrayViewMut2};
 
-    use super::{Ends, Raw};
+    use super::{Ends, Raw, first_lanes, vector_masks};
 
     /// Rows of `C` per block: 6 with four column vectors, 8 with three or fewer (24 registers of
     /// sums either way).
@@ -453,13 +465,6 @@ mod avx512 {
                 }
             }
         };
-        let mask_of = |lanes: usize| -> __mmask16 {
-            if lanes >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << lanes) - 1) as __mmask16
-            }
-        };
         if a.cols == 1 {
             // Dot products of A's rows with B's columns, copied contiguous first.
             LAST_COLUMNS.with_borrow_mut(|columns| {
@@ -476,7 +481,7 @@ mod avx512 {
                     let mut sums = [[_mm512_setzero_ps(); MAX]; ROWS];
                     let mut p = 0;
                     while p < k {
-                        let mask = mask_of(k - p);
+                        let mask = first_lanes(k - p);
                         // SAFETY: lanes `p..min(p + 16, k)` lie inside A's rows and the copies.
                         unsafe {
                             let bv: [__m512; MAX] = std::array::from_fn(|t| {
@@ -510,8 +515,7 @@ mod avx512 {
             let mut row = range.start;
             while row < range.end {
                 let rows = (16 * VECTORS).min(range.end - row);
-                let masks: [__mmask16; VECTORS] =
-                    std::array::from_fn(|v| mask_of(rows.saturating_sub(16 * v)));
+                let masks = vector_masks(rows);
                 let mut sums = [[_mm512_setzero_ps(); VECTORS]; MAX];
                 for p in 0..k {
                     // SAFETY: rows `row..row + rows` of column p lie inside A (loads are masked),
@@ -560,15 +564,7 @@ mod avx512 {
     unsafe fn block<const R: usize>(tile: Tile, s: Raw, ldb: isize, k: usize, width: usize) {
         let (a, b) = (tile.a.cast_const(), tile.b.cast_const());
         let (rsa, csa) = (s.rows, s.cols);
-        // Lane masks of the four column vectors: full, partial or empty.
-        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
-            let lanes = width.saturating_sub(16 * v).min(16);
-            if lanes == 16 {
-                0xFFFF
-            } else {
-                ((1u32 << lanes) - 1) as __mmask16
-            }
-        });
+        let masks = vector_masks(width);
         let vectors = width.div_ceil(16);
         // SAFETY (whole body): the caller guarantees the rows and columns addressed exist; masked
         // loads and stores touch only the lanes inside `width`.

@@ -236,6 +236,20 @@ pub fn check_input<T>(network: &'static str, x: &ArrayView2<T>, expected: usize)
     Ok(())
 }
 
+/// Checks a training batch: its inputs (see [`check_input`]), then its targets against its rows
+/// and the network's outputs; generated code calls it first.
+#[doc(hidden)]
+pub fn check_batch<T: Element, G: Target<T>>(
+    network: &'static str,
+    x: &ArrayView2<T>,
+    inputs: usize,
+    t: &G,
+    outputs: usize,
+) -> Result<()> {
+    check_input(network, x, inputs)?;
+    t.check(network, x.nrows(), outputs)
+}
+
 /// The error for a parameter name a network does not have; generated code calls it.
 #[doc(hidden)]
 pub fn unknown_param(network: &'static str, name: &str, known: &[&str]) -> Error {

@@ -241,3 +241,31 @@ fn fused_affine_relu_matches_affine_then_relu() {
         }
     }
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    use chainrule_runtime::kernels::{GradMode, affine_backward_input, affine_backward_params};
+    use chainrule_runtime::pool::set_threads;
+    // Large enough to be shared: narrow (rows split) and wide (columns split) products, in every
+    // layout; one thread and two must agree bit for bit.
+    for (m, k, n) in [(100, 784, 50), (130, 300, 100), (256, 520, 700)] {
+        let x = filled(m, k, 11);
+        let w = filled(k, n, 12);
+        let b = Array1::from_shape_fn(n, |j| j as f32 * 0.01);
+        let run = |threads| {
+            set_threads(threads);
+            let mut y = Array2::zeros((m, n));
+            affine_forward(x.view(), w.view(), b.view(), y.view_mut());
+            let mut dw = Array2::zeros((k, n));
+            let mut db = Array1::zeros(n);
+            affine_backward_params(x.view(), y.view(), dw.view_mut(), db.view_mut());
+            let mut dx = Array2::zeros((m, k));
+            affine_backward_input(w.view(), y.view(), dx.view_mut(), GradMode::Set);
+            (y, dw, dx)
+        };
+        assert!(
+            run(1) == run(2),
+            "m {m} k {k} n {n}: one thread and two differ"
+        );
+    }
+}

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::{Ends, Raw};
+use super::{Ends, Raw, first_lanes, vector_masks};
 
 /// Rows of `C` per micro-kernel call.
 const MR: usize = 6;
@@ -205,11 +205,7 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
                 // Column j of the panel is contiguous in k: transpose 16 × 16 squares.
                 for p0 in (0..kc).step_by(16) {
                     let steps = 16.min(kc - p0);
-                    let mask = if steps == 16 {
-                        0xFFFF
-                    } else {
-                        ((1u32 << steps) - 1) as __mmask16
-                    };
+                    let mask = first_lanes(steps);
                     for j16 in (0..NR).step_by(16) {
                         let mut square: [__m512; 16] = std::array::from_fn(|j| {
                             if j16 + j < width {
@@ -248,7 +244,7 @@ unsafe fn pack_a(a: *const f32, s: Raw, rows: usize, kc: usize, out: *mut f32) {
     // masked to `rows` lanes.
     unsafe {
         if s.rows == 1 {
-            let mask = ((1u32 << rows) - 1) as __mmask16;
+            let mask = first_lanes(rows);
             for p in 0..kc {
                 let column = _mm512_maskz_loadu_ps(mask, a.offset(p as isize * s.cols));
                 _mm512_mask_storeu_ps(out.add(p * MR), mask, column);
@@ -335,14 +331,7 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                 }
             }
         }
-        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
-            let lanes = width.saturating_sub(16 * v).min(16);
-            if lanes == 16 {
-                0xFFFF
-            } else {
-                ((1u32 << lanes) - 1) as __mmask16
-            }
-        });
+        let masks = vector_masks(width);
         let contiguous = [Some(tile.c), tile.start, tile.relu]
             .iter()
             .flatten()
