@@ -526,7 +526,7 @@ impl Generator<'_> {
                         self.node_doc(node, forward_math, &note),
                         quote! {
                             ::chainrule::kernels::affine_relu_forward(
-                                #x, self.#w.value(), self.#b.value(),
+                                #x, self.#w.weights(), self.#b.value(),
                                 self.#y.view_mut(), self.#out.view_mut(),
                             );
                         },
@@ -536,7 +536,7 @@ impl Generator<'_> {
                     self.node_doc(node, forward_math, &widths),
                     quote! {
                         ::chainrule::kernels::#kernel(
-                            #x, self.#w.value(), self.#b.value(), self.#y.view_mut(),
+                            #x, self.#w.weights(), self.#b.value(), self.#y.view_mut(),
                         );
                     },
                 )

@@ -11,6 +11,8 @@
 //!   last 1–4 columns of a layer like 50 wide go through dot products instead of a mostly empty
 //!   vector; a single row (batch 1) runs four interleaved sums. A small `B` in another layout (a
 //!   transposed weight, in `dy·Wᵀ`) is first copied row-major into a buffer the thread keeps.
+//! - a single row times a weight that comes with its column-major copy (batch 1 through a
+//!   generated network): [`one_row`], one dot product per output.
 //! - everything else: [`packed`], which packs `B` into panels (the usual blocked scheme).
 //!
 //! Both split large products between the [`pool`](crate::pool)'s threads at block boundaries, so
@@ -24,8 +26,11 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 
 use crate::Element;
 
+mod one_row;
 #[cfg(target_arch = "x86_64")]
 mod packed;
+
+pub(crate) use one_row::ColumnCopy;
 
 /// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
 #[cfg(target_arch = "x86_64")]
@@ -128,16 +133,18 @@ pub fn gemm<T: Element>(
 
 /// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
 /// where the sums start and the ReLU is applied as the result is stored, so neither costs a pass
-/// over the batch of its own.
+/// over the batch of its own; a single row reads `W`'s column-major copy when `w` has one (see
+/// [`one_row`]).
 pub fn affine<T: Element>(
     x: &ArrayView2<T>,
-    w: &ArrayView2<T>,
+    w: Weights<'_, T>,
     b: &ArrayView1<T>,
     z: &mut ArrayViewMut2<T>,
     mut relu: Option<&mut ArrayViewMut2<T>>,
 ) {
+    let Weights { value: w, columns } = w;
     #[cfg(target_arch = "x86_64")]
-    if let Some((x, w, z)) = as_f32_with_avx512(x, w, z)
+    if let Some((x, w, z)) = as_f32_with_avx512(x, &w, z)
         && (b.len() <= 1 || b.strides()[0] == 1)
         && relu.as_ref().is_none_or(|y| y.dim() == z.dim())
     {
@@ -150,28 +157,55 @@ pub fn affine<T: Element>(
             // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
             Raw::of_mut(unsafe { &mut *(y as *mut ArrayViewMut2<T> as *mut ArrayViewMut2<f32>) })
         });
+        let ends = Ends {
+            start: Some(bias),
+            relu,
+        };
+        if let (Some(columns), Some(row)) = (columns, x.as_slice().filter(|_| x.nrows() == 1)) {
+            // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
+            let columns =
+                unsafe { &mut *(columns as *mut ColumnCopy<T>).cast::<ColumnCopy<f32>>() };
+            if let Some(columns) = columns.for_one_row(w) {
+                // SAFETY: AVX-512F is present; `row` is x's one contiguous row, `columns` the
+                // copy of this `w`, z has one row of w's width, and the bias and ReLU output
+                // have z's shape (as below).
+                unsafe { one_row::product(row, columns, Raw::of_mut(z), z.ncols(), ends) };
+                return;
+            }
+        }
         // SAFETY: AVX-512F is present; the bias has z's width (ndarray checked the broadcast in
         // the caller) and the ReLU output z's shape.
-        unsafe {
-            product(
-                x,
-                w,
-                z,
-                Ends {
-                    start: Some(bias),
-                    relu,
-                },
-            )
-        };
+        unsafe { product(x, w, z, ends) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = columns;
     let dim = z.raw_dim();
     z.assign(&b.broadcast(dim).expect("bias width equals output width"));
-    gemm(x, w, z, true);
+    gemm(x, &w, z, true);
     if let Some(y) = relu.as_mut() {
         ndarray::Zip::from(&mut **y)
             .and(&*z)
             .for_each(|y, &z| *y = if z > T::zero() { z } else { T::zero() });
+    }
+}
+
+/// A weight matrix as the affine kernels read it: its value and, when it comes from
+/// [`Param::weights`](crate::Param::weights), the column-major copy that one-row products read
+/// instead once the weight has served a few of them unchanged. A plain view converts into one
+/// without the copy.
+#[derive(Debug)]
+pub struct Weights<'a, T> {
+    pub(crate) value: ArrayView2<'a, T>,
+    pub(crate) columns: Option<&'a mut ColumnCopy<T>>,
+}
+
+impl<'a, T> From<ArrayView2<'a, T>> for Weights<'a, T> {
+    fn from(value: ArrayView2<'a, T>) -> Self {
+        Weights {
+            value,
+            columns: None,
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, s};
 
 use crate::Element;
+pub use crate::gemm::Weights;
 use crate::gemm::{self, gemm};
 
 /// How a backward kernel stores an input gradient.
@@ -47,27 +48,27 @@ macro_rules! store {
 /// Affine forward: `y = x·W + b` (x: n×in, W: in×out, b: out, y: n×out).
 ///
 /// Local derivatives: `∂y/∂x = Wᵀ`, `∂y/∂W = xᵀ`, `∂y/∂b = 1` (summed over the batch).
-pub fn affine_forward<T: Element>(
+pub fn affine_forward<'w, T: Element + 'w>(
     x: ArrayView2<T>,
-    w: ArrayView2<T>,
+    w: impl Into<Weights<'w, T>>,
     b: ArrayView1<T>,
     mut y: ArrayViewMut2<T>,
 ) {
-    gemm::affine(&x, &w, &b, &mut y, None);
+    gemm::affine(&x, w.into(), &b, &mut y, None);
 }
 
 /// Affine forward followed by ReLU, in one pass over the batch: `z = x·W + b`, `y = max(z, 0)`.
 ///
 /// The same as [`affine_forward`] into `z` and then [`relu_forward`] from `z` into `y`; with
 /// AVX-512 the bias is where the sums start and the ReLU is applied as they are stored.
-pub fn affine_relu_forward<T: Element>(
+pub fn affine_relu_forward<'w, T: Element + 'w>(
     x: ArrayView2<T>,
-    w: ArrayView2<T>,
+    w: impl Into<Weights<'w, T>>,
     b: ArrayView1<T>,
     mut z: ArrayViewMut2<T>,
     mut y: ArrayViewMut2<T>,
 ) {
-    gemm::affine(&x, &w, &b, &mut z, Some(&mut y));
+    gemm::affine(&x, w.into(), &b, &mut z, Some(&mut y));
 }
 
 /// Affine backward for the parameters: `dW = xᵀ·dy`, `db = Σ_rows dy`.

@@ -1,6 +1,7 @@
-use ndarray::{Array, ArrayViewD, ArrayViewMut, Dimension, IntoDimension};
+use ndarray::{Array, ArrayViewD, ArrayViewMut, Dimension, IntoDimension, Ix2};
 
 use crate::Element;
+use crate::gemm::{ColumnCopy, Weights};
 
 /// A trainable parameter: its value and the gradient of the loss with respect to it, of equal shape.
 ///
@@ -11,6 +12,9 @@ pub struct Param<T, D: Dimension> {
     dim: D,
     value: Array<T, D>,
     grad: Array<T, D>,
+    /// For a weight matrix read by one-row products: a column-major copy of `value`, dropped
+    /// whenever `value` is lent out mutably.
+    columns: ColumnCopy<T>,
 }
 
 /// A read-only look at one parameter, for code that does not know its dimensionality.
@@ -62,6 +66,7 @@ impl<T: Element, D: Dimension> Param<T, D> {
             value: Array::zeros(dim.clone()),
             grad: Array::zeros(dim.clone()),
             dim,
+            columns: ColumnCopy::default(),
         }
     }
 
@@ -82,6 +87,7 @@ impl<T: Element, D: Dimension> Param<T, D> {
 
     /// The value, to change in place (its layout stays row-major).
     pub fn value_mut(&mut self) -> ArrayViewMut<'_, T, D> {
+        self.columns.invalidate();
         self.value.view_mut()
     }
 
@@ -107,11 +113,27 @@ impl<T: Element, D: Dimension> Param<T, D> {
 
     /// A mutable look without the dimension type, for optimisers.
     pub fn view_mut(&mut self) -> ParamMut<'_, T> {
+        self.columns.invalidate();
         ParamMut {
             name: self.name,
             shape: self.dim.slice(),
             value: self.value.as_slice_mut().expect("parameters are row-major"),
             grad: self.grad.as_slice_mut().expect("parameters are row-major"),
+        }
+    }
+}
+
+impl<T: Element> Param<T, Ix2> {
+    /// The value as the affine kernels read it, with the column-major copy that one-row
+    /// products (batch 1) switch to once the weight has served a few of them unchanged: dot
+    /// products over contiguous columns instead of sums over strided rows. The copy is
+    /// allocated at the first one-row product, made after a few more, and remade after every
+    /// change to the value. Its sums run in another order, so results may differ from the
+    /// first few calls' in the last bits.
+    pub fn weights(&mut self) -> Weights<'_, T> {
+        Weights {
+            value: self.value.view(),
+            columns: Some(&mut self.columns),
         }
     }
 }

@@ -269,3 +269,47 @@ fn results_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+#[test]
+fn one_row_products_through_a_param_follow_every_change_of_its_value() {
+    use chainrule_runtime::Param;
+    use chainrule_runtime::kernels::affine_relu_forward;
+    // With AVX-512, a weight that serves enough one-row products unchanged is read through a
+    // column-major copy; the copy must be remade whenever the value may have changed, whichever
+    // way it was changed, and a clone must not share it.
+    let reference = |x: ndarray::ArrayView2<f32>, w: ndarray::ArrayView2<f32>, b: &Array1<f32>| {
+        Array2::from_shape_fn((1, w.ncols()), |(_, j)| {
+            b[j] as f64
+                + (0..w.nrows())
+                    .map(|p| x[[0, p]] as f64 * w[[p, j]] as f64)
+                    .sum::<f64>()
+        })
+    };
+    for k in [1, 7, 16, 17, 100, 784] {
+        for n in [1, 3, 4, 5, 10, 50, 65] {
+            let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
+            w.value_mut().assign(&filled(k, n, 13));
+            // The row sits in a wider batch, as a named input's columns do.
+            let wide = filled(1, k + 5, 14);
+            let x = wide.slice(s![.., 2..k + 2]);
+            let b = Array1::from_shape_fn(n, |j| (j % 5) as f32 * 0.2 - 0.4);
+            for change in 0..4 {
+                let expected = reference(x, w.value(), &b);
+                for call in 0..40 {
+                    let what = format!("k {k}, n {n}, after change {change}, call {call}");
+                    let mut z = Array2::from_elem((1, n), f32::NAN);
+                    let mut y = Array2::from_elem((1, n), f32::NAN);
+                    affine_relu_forward(x, w.weights(), b.view(), z.view_mut(), y.view_mut());
+                    assert_close(z.view(), &expected, k, &format!("z, {what}"));
+                    assert_eq!(y, z.mapv(|z| z.max(0.0)), "y, {what}");
+                }
+                match change {
+                    0 => w.value_mut().mapv_inplace(|v| 0.1 - 0.5 * v),
+                    1 => w.view_mut().value.iter_mut().for_each(|v| *v += 0.25),
+                    2 => w = w.clone(),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
