@@ -20,7 +20,7 @@
 //! gradient that reaches it in the backward pass sets its gradient buffer and the others add to it
 //! (the chain rule sums over every path).
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip, s};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
 
 use crate::Element;
 pub use crate::gemm::Weights;
@@ -35,14 +35,23 @@ pub enum GradMode {
     Add,
 }
 
-/// Stores `value(i)` into `dx` as `mode` says; `Zip` over `dx` and the given inputs.
+/// Elements per thread below which an element-wise kernel runs on the calling thread alone.
+const PIECE: usize = 1 << 16;
+
+/// Stores `value` of the inputs into `dx`, element by element, as `mode` says: `Zip` over `dx` and
+/// the inputs (matrices of dx's shape), by pieces of rows shared between the
+/// [`pool`](crate::pool)'s threads when the matrices are large.
 macro_rules! store {
-    ($mode:expr, $dx:expr, [$($v:ident = $a:expr),+] => $value:expr) => {
-        match $mode {
-            GradMode::Set => Zip::from($dx)$(.and($a))+.for_each(|d, $(&$v),+| *d = $value),
-            GradMode::Add => Zip::from($dx)$(.and($a))+.for_each(|d, $(&$v),+| *d += $value),
-        }
-    };
+    ($mode:expr, $dx:expr, [$($v:ident = $a:expr),+] => $value:expr) => {{
+        let mode: GradMode = $mode;
+        crate::pool::row_pieces($dx, PIECE, &|dx, rows| {
+            $(let $v = $a.slice_move(s![rows.clone(), ..]);)+
+            match mode {
+                GradMode::Set => Zip::from(dx)$(.and(&$v))+.for_each(|d, $(&$v),+| *d = $value),
+                GradMode::Add => Zip::from(dx)$(.and(&$v))+.for_each(|d, $(&$v),+| *d += $value),
+            }
+        });
+    }};
 }
 
 /// Affine forward: `y = x·W + b` (x: n×in, W: in×out, b: out, y: n×out).
@@ -76,13 +85,18 @@ pub fn affine_backward_params<T: Element>(
     x: ArrayView2<T>,
     dy: ArrayView2<T>,
     mut dw: ArrayViewMut2<T>,
-    mut db: ArrayViewMut1<T>,
+    db: ArrayViewMut1<T>,
 ) {
     gemm(&x.t(), &dy, &mut dw, false);
-    db.fill(T::zero());
-    for row in dy.rows() {
-        Zip::from(&mut db).and(&row).for_each(|d, &r| *d += r);
-    }
+    // Column sums, by pieces of columns when dy is large.
+    let rows = dy.nrows().max(1);
+    crate::pool::row_pieces(db.insert_axis(Axis(1)), PIECE / rows, &|db, cols| {
+        let mut db = db.index_axis_move(Axis(1), 0);
+        db.fill(T::zero());
+        for row in dy.slice(s![.., cols]).rows() {
+            Zip::from(&mut db).and(&row).for_each(|d, &r| *d += r);
+        }
+    });
 }
 
 /// Affine backward for the input: `dx = dy·Wᵀ`.
@@ -100,9 +114,7 @@ pub fn affine_backward_input<T: Element>(
 /// Local derivative: 1 where `x > 0`, else 0; `y > 0` exactly where `x > 0`, so the output serves
 /// as the book's mask.
 pub fn relu_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y)
-        .and(x)
-        .for_each(|y, &x| *y = if x > T::zero() { x } else { T::zero() });
+    store!(GradMode::Set, y, [x = x] => if x > T::zero() { x } else { T::zero() });
 }
 
 /// ReLU backward: `dx = dy` where `y > 0`, else 0.
@@ -119,7 +131,7 @@ pub fn relu_backward<T: Element>(
 ///
 /// Local derivative: `y·(1 − y)`, in terms of the output.
 pub fn sigmoid_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(x).for_each(|y, &x| *y = sigmoid(x));
+    store!(GradMode::Set, y, [x = x] => sigmoid(x));
 }
 
 /// Sigmoid backward: `dx = dy·y·(1 − y)`.
@@ -147,7 +159,7 @@ fn sigmoid<T: Element>(x: T) -> T {
 ///
 /// Local derivative: `1 − y²`, in terms of the output.
 pub fn tanh_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(x).for_each(|y, &x| *y = x.tanh());
+    store!(GradMode::Set, y, [x = x] => x.tanh());
 }
 
 /// Tanh backward: `dx = dy·(1 − y²)`.
@@ -165,7 +177,7 @@ pub fn tanh_backward<T: Element>(
 /// Local derivatives: `∂y/∂a = ∂y/∂b = 1`: the add node hands the incoming gradient on unchanged to
 /// both inputs, knowing nothing about where they came from (the seed's local computation).
 pub fn add_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a + b);
+    store!(GradMode::Set, y, [a = a, b = b] => a + b);
 }
 
 /// Add backward for `a`: `da = dy`.
@@ -196,7 +208,7 @@ pub fn add_backward_b<T: Element>(
 ///
 /// Local derivatives: `∂y/∂a = 1`, `∂y/∂b = −1`.
 pub fn sub_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a - b);
+    store!(GradMode::Set, y, [a = a, b = b] => a - b);
 }
 
 /// Subtract backward for `a`: `da = dy`.
@@ -228,7 +240,7 @@ pub fn sub_backward_b<T: Element>(
 /// Local derivatives: `∂y/∂a = b`, `∂y/∂b = a`: the mul node hands each input the incoming gradient
 /// times the other input (the seed's "swap the inputs").
 pub fn mul_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a * b);
+    store!(GradMode::Set, y, [a = a, b = b] => a * b);
 }
 
 /// Multiply backward for `a`: `da = dy·b`.
@@ -259,7 +271,7 @@ pub fn mul_backward_b<T: Element>(
 ///
 /// Local derivatives: `∂y/∂a = 1/b`, `∂y/∂b = −a/b² = −y/b`.
 pub fn div_forward<T: Element>(a: ArrayView2<T>, b: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    Zip::from(y).and(a).and(b).for_each(|y, &a, &b| *y = a / b);
+    store!(GradMode::Set, y, [a = a, b = b] => a / b);
 }
 
 /// Divide backward for `a`: `da = dy / b`.

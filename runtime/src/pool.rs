@@ -1,4 +1,5 @@
-//! The worker threads that share the large matrix products.
+//! The worker threads that share the large matrix products (and the element-wise passes over
+//! large matrices, and the optimisers' updates of large parameters).
 //!
 //! A product is split into as many parts as there are threads; the calling thread runs part 0
 //! and waits for the workers to finish the others. Workers are started on first use and kept:
@@ -163,6 +164,36 @@ pub fn zip_pieces<T: Send + Sync>(
             )
         };
         f(values, other);
+    });
+}
+
+/// Runs `f` on pieces of `out`'s rows, with the range of rows each piece covers (so that `f` can
+/// take the same rows of its inputs), split across the threads when `out` has more than `piece`
+/// elements per thread, else on this thread alone.
+pub fn row_pieces<T: Send + Sync>(
+    mut out: ndarray::ArrayViewMut2<'_, T>,
+    piece: usize,
+    f: &(dyn Fn(ndarray::ArrayViewMut2<'_, T>, std::ops::Range<usize>) + Sync),
+) {
+    let (rows, cols) = out.dim();
+    let parts = (rows * cols / piece.max(1)).min(rows);
+    let strides = out.strides();
+    if parts <= 1 || threads() <= 1 || strides.iter().any(|&s| s < 0) {
+        return f(out, 0..rows);
+    }
+    let (row_stride, col_stride) = (strides[0] as usize, strides[1] as usize);
+    let ptr = out.as_mut_ptr() as usize;
+    run(parts, &|part, parts| {
+        let (start, end) = (rows * part / parts, rows * (part + 1) / parts);
+        // SAFETY: the rows `start..end` of the parts are disjoint and inside `out`, which stays
+        // borrowed until `run` returns; the strides are `out`'s own, non-negative.
+        let piece = unsafe {
+            ndarray::ArrayViewMut2::from_shape_ptr(
+                ndarray::ShapeBuilder::strides((end - start, cols), (row_stride, col_stride)),
+                (ptr as *mut T).add(start * row_stride),
+            )
+        };
+        f(piece, start..end);
     });
 }
 

@@ -313,3 +313,76 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
         }
     }
 }
+
+#[test]
+fn large_element_wise_kernels_match_plain_loops_on_any_thread_count() {
+    use chainrule_runtime::kernels::{
+        GradMode, affine_backward_params, mul_backward_b, relu_backward, relu_forward,
+        sigmoid_forward,
+    };
+    use chainrule_runtime::pool::set_threads;
+    // Large enough to be split between threads by rows (columns for the bias gradient), with a
+    // row count that does not divide evenly.
+    let (m, n) = (301, 700);
+    let x = filled(m, n, 15);
+    let dy = filled(m, n, 16);
+    let a = filled(m, n, 17);
+    let mut sigmoid_one_thread = None;
+    for threads in [1, 2] {
+        set_threads(threads);
+        let what = format!("{threads} thread(s)");
+        let mut y = Array2::from_elem((m, n), f32::NAN);
+        relu_forward(x.view(), y.view_mut());
+        assert_eq!(y, x.mapv(|v| v.max(0.0)), "relu forward, {what}");
+
+        let mut dx = Array2::from_elem((m, n), f32::NAN);
+        relu_backward(y.view(), dy.view(), dx.view_mut(), GradMode::Set);
+        let expected =
+            Array2::from_shape_fn(
+                (m, n),
+                |(i, j)| {
+                    if y[[i, j]] > 0.0 { dy[[i, j]] } else { 0.0 }
+                },
+            );
+        assert_eq!(dx, expected, "relu backward, {what}");
+        relu_backward(y.view(), dy.view(), dx.view_mut(), GradMode::Add);
+        assert_eq!(dx, &expected * 2.0, "relu backward added, {what}");
+
+        let mut s = Array2::from_elem((m, n), f32::NAN);
+        sigmoid_forward(x.view(), s.view_mut());
+        let close = s
+            .iter()
+            .zip(&x)
+            .all(|(&s, &v)| (s - 1.0 / (1.0 + (-v).exp())).abs() < 1e-6);
+        assert!(close, "sigmoid, {what}");
+        assert_eq!(
+            sigmoid_one_thread.get_or_insert(s.clone()),
+            &s,
+            "sigmoid, {what}"
+        );
+
+        // A merge's backward with an input in a transposed layout.
+        let at = a.t().to_owned();
+        let mut db = Array2::from_elem((m, n), f32::NAN);
+        mul_backward_b(
+            at.t(),
+            x.view(),
+            y.view(),
+            dy.view(),
+            db.view_mut(),
+            GradMode::Set,
+        );
+        assert_eq!(db, &dy * &a, "mul backward, {what}");
+
+        let mut dw = Array2::zeros((4, n));
+        let mut bias = Array1::from_elem(n, f32::NAN);
+        affine_backward_params(
+            x.slice(s![.., ..4]),
+            dy.view(),
+            dw.view_mut(),
+            bias.view_mut(),
+        );
+        let expected = Array1::from_shape_fn(n, |j| (0..m).map(|i| dy[[i, j]]).sum::<f32>());
+        assert_eq!(bias, expected, "bias gradient, {what}");
+    }
+}
