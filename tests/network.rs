@@ -278,3 +278,37 @@ fn sgd_steps_downhill_and_buffers_follow_the_batch_size() {
         .unwrap();
     assert_eq!(one, vec![1]);
 }
+
+#[test]
+fn one_sample_at_a_time_sees_every_change_to_the_weights() {
+    // One-row forward passes switch to a column-major copy of each weight after a while; an
+    // optimiser step, `init` and loading a checkpoint must each make it stale.
+    network! { struct Net { affine(20, 30) -> relu -> affine(30, 4) } }
+    let x = Array2::from_shape_fn((2, 20), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4);
+    let one = x.slice(chainrule::ndarray::s![0..1, ..]);
+    let mut net = Net::new(Init::He, 3);
+    // The first row of a two-row batch: the general product, never the copy.
+    let expected = |net: &mut Net| net.forward(x.view()).unwrap().row(0).to_owned();
+    let close = |net: &mut Net, what: &str| {
+        let want = expected(net);
+        for call in 0..40 {
+            let got = net.forward(one).unwrap().row(0).to_owned();
+            let worst = (&got - &want).iter().fold(0f32, |m, d| m.max(d.abs()));
+            assert!(worst < 1e-5, "{what}, call {call}: {got} vs {want}");
+        }
+    };
+    close(&mut net, "fresh");
+    // An optimiser step, through `for_each_param_mut`.
+    let mut sgd = Sgd::new(0.5);
+    net.backward_from(Array2::ones((1, 4)).view()).unwrap();
+    sgd.step(&mut net);
+    close(&mut net, "after an SGD step");
+    net.init(Init::Xavier, 9);
+    close(&mut net, "after init");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    let saved = Net::new(Init::He, 11);
+    chainrule::checkpoint::save(&saved, &path).unwrap();
+    chainrule::checkpoint::load(&mut net, &path).unwrap();
+    close(&mut net, "after loading a checkpoint");
+}

@@ -6,7 +6,9 @@
 //!
 //! The calling conventions, by kind of op (the macro's op table names the kernels):
 //! - affine: `affine_forward(x, w, b, y)`, `affine_backward_params(x, dy, dw, db)`,
-//!   `affine_backward_input(w, dy, dx, mode)`;
+//!   `affine_backward_input(w, dy, dx, mode)`; the forward takes the weight as a view or as
+//!   [`Param::weights`](crate::Param::weights), which lets one-row products use a copy of it
+//!   laid out for them;
 //! - elementwise activations: `NAME_forward(x, y)` and `NAME_backward(y, dy, dx, mode)`: their
 //!   local derivatives are written in terms of the output `y`, so the input need not be kept;
 //! - elementwise merges of two values: `NAME_forward(a, b, y)`, and `NAME_backward_a(a, b, y, dy,
