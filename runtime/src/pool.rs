@@ -132,7 +132,7 @@ pub fn run(parts: usize, job: &Job<'_>) {
         std::panic::resume_unwind(panic);
     }
     if POOL.panicked.swap(false, Ordering::Relaxed) {
-        panic!("a worker thread panicked in a matrix product");
+        panic!("a worker thread panicked in its part of a shared job (its message is above)");
     }
 }
 
