@@ -1,7 +1,8 @@
 //! The speed workloads, each against the naive baseline in the same process:
 //!
 //! - W1 "book": 784-50-10 (affine, relu, affine, softmax-cross-entropy), batch 100, a training step
-//!   (forward, backward, SGD lr 0.1);
+//!   (forward, backward, SGD lr 0.1): `sgd_step`, and the same step unfused (`gradient`, then
+//!   `Sgd::step`);
 //! - W2 "wide": 784-1024-1024-10 with relu, batch 256, a training step;
 //! - W3 "latency": 784-50-10 forward on one sample.
 //!
@@ -61,6 +62,10 @@ where
     let mut sgd = Sgd::new(0.1);
     let mut group = c.benchmark_group(name);
     group.bench_function("chainrule", |b| {
+        b.iter(|| net.sgd_step(black_box(x.view()), &t, 0.1).unwrap())
+    });
+    // The same step unfused: gradients stored, then the optimiser's pass over the parameters.
+    group.bench_function("chainrule gradient + Sgd", |b| {
         b.iter(|| {
             let loss = net.gradient(black_box(x.view()), &t).unwrap();
             sgd.step(&mut net);

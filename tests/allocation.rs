@@ -70,7 +70,10 @@ where
         chainrule::pool::set_threads(threads);
         let mut sgd = Sgd::new(0.1);
         let mut adam = Adam::new(0.001);
-        let mut kinds: [(&str, Step<'_, N>); 2] = [
+        let mut kinds: [(&str, Step<'_, N>); 3] = [
+            ("sgd_step", &mut |net: &mut N| {
+                net.sgd_step(x.view(), &t, 0.1).unwrap();
+            }),
             ("gradient, then SGD", &mut |net: &mut N| {
                 net.gradient(x.view(), &t).unwrap();
                 sgd.step(net);

@@ -1,9 +1,9 @@
 //! What a user does with a generated network: hand-derived values for tiny networks, run-time
 //! errors, initialisation, the generated constants, and a training step.
 
-use chainrule::Error;
 use chainrule::ndarray::{Array2, array};
 use chainrule::prelude::*;
+use chainrule::{Element, Error};
 
 network! {
     /// 2-3-2 with ReLU and mse: small enough to derive by hand.
@@ -311,4 +311,150 @@ fn one_sample_at_a_time_sees_every_change_to_the_weights() {
     chainrule::checkpoint::save(&saved, &path).unwrap();
     chainrule::checkpoint::load(&mut net, &path).unwrap();
     close(&mut net, "after loading a checkpoint");
+}
+
+/// The largest difference between two networks' parameters, relative to the largest value.
+fn param_gap<N: Network>(a: &N, b: &N) -> f64 {
+    let mut values = Vec::new();
+    a.for_each_param(&mut |p| values.push(p.value.iter().map(|v| v.to_f64()).collect::<Vec<_>>()));
+    let mut gap = 0f64;
+    let mut scale = 0f64;
+    let mut i = 0;
+    b.for_each_param(&mut |p| {
+        for (x, y) in values[i].iter().zip(p.value.iter()) {
+            gap = gap.max((x - y.to_f64()).abs());
+            scale = scale.max(x.abs());
+        }
+        i += 1;
+    });
+    gap / scale
+}
+
+/// `sgd_step` against `gradient` then `Sgd::step` on a copy: the same losses and parameters, up to
+/// rounding, over a few steps with a large learning rate (an update written into a weight before
+/// the input gradient read it would move the layers below by far more).
+fn sgd_step_matches<N>(make: impl Fn() -> N, x: &Array2<N::Elem>, t: N::Targets<'_>, tol: f64)
+where
+    N: Trainable,
+    for<'t> N::Targets<'t>: Copy,
+{
+    let (mut fused, mut plain) = (make(), make());
+    let mut sgd = Sgd::new(0.5);
+    for step in 0..4 {
+        let want = plain.gradient(x.view(), t).unwrap();
+        sgd.step(&mut plain);
+        let got = fused.sgd_step(x.view(), t, 0.5).unwrap();
+        let (want, got) = (want.to_f64(), got.to_f64());
+        assert!(
+            (want - got).abs() <= tol * want.abs(),
+            "step {step}: loss {got} vs {want}"
+        );
+        let gap = param_gap(&plain, &fused);
+        assert!(
+            gap <= tol,
+            "step {step}: parameters differ by {gap:e} (relative)"
+        );
+    }
+    assert!(param_gap(&make(), &fused) > 1e-3, "the parameters moved");
+}
+
+#[test]
+fn sgd_step_is_gradient_then_sgd() {
+    // f32, narrow layers: the in-place product.
+    network! { struct Narrow { affine(30, 40) -> relu -> affine(40, 20) -> sigmoid -> affine(20, 10) -> softmax_cross_entropy } }
+    let x = Array2::from_shape_fn((50, 30), |(i, j)| {
+        ((i * 13 + j * 5) % 17) as f32 / 17.0 - 0.3
+    });
+    let labels: Vec<usize> = (0..50).map(|i| (i * 7) % 10).collect();
+    sgd_step_matches(|| Narrow::new(Init::He, 1), &x, &labels[..], 1e-5);
+    // One sample: the one-row forward.
+    sgd_step_matches(
+        || Narrow::new(Init::He, 2),
+        &x.slice(chainrule::ndarray::s![..1, ..]).to_owned(),
+        &labels[..1],
+        1e-5,
+    );
+
+    // f32, layers wider than 256: the packed product.
+    network! { struct Wide { affine(64, 300) -> relu -> affine(300, 260) -> relu -> affine(260, 10) -> softmax_cross_entropy } }
+    let x = Array2::from_shape_fn((40, 64), |(i, j)| ((i * 11 + j * 3) % 23) as f32 / 23.0);
+    sgd_step_matches(|| Wide::new(Init::He, 3), &x, &labels[..40], 1e-5);
+
+    // f64 (ndarray's product), ending in mse.
+    let x = array![[1.0, 2.0], [-1.0, 0.5], [0.25, -2.0]];
+    let t = array![[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]];
+    sgd_step_matches(tiny, &x, t.view(), 1e-12);
+}
+
+#[test]
+fn sgd_step_keeps_input_gradients_and_checks_its_batch() {
+    network! {
+        struct TwoInputs: f64 {
+            #[grad] a = input(3);
+            b = input(2);
+            p = a -> affine(3, 4) -> tanh;
+            q = b -> affine(2, 4);
+            add(p, q) -> affine(4, 2) -> mse
+        }
+    }
+    let x = Array2::from_shape_fn((4, 5), |(i, j)| (i as f64 - j as f64) / 4.0);
+    let t = Array2::from_shape_fn((4, 2), |(i, j)| (i + j) as f64 / 5.0);
+    let mut plain = TwoInputs::new(Init::Xavier, 5);
+    let mut fused = TwoInputs::new(Init::Xavier, 5);
+    plain.gradient(x.view(), t.view()).unwrap();
+    fused.sgd_step(x.view(), t.view(), 0.5).unwrap();
+    // The input gradient is that of the weights before the update.
+    assert_eq!(
+        plain.input_grad("a").unwrap(),
+        fused.input_grad("a").unwrap()
+    );
+
+    let before = fused.affine0_weight.value().to_owned();
+    let wrong = Array2::<f64>::zeros((4, 4));
+    let err = fused.sgd_step(wrong.view(), t.view(), 0.5).unwrap_err();
+    assert!(err.to_string().contains("5"), "{err}");
+    assert_eq!(
+        fused.affine0_weight.value(),
+        before,
+        "a rejected batch changes nothing"
+    );
+    assert!(matches!(fused.backward(), Err(Error::BackwardBeforeLoss)));
+}
+
+#[test]
+fn train_step_fuses_plain_sgd_and_steps_the_others_after_the_gradient() {
+    network! { struct Net { affine(6, 8) -> relu -> affine(8, 3) -> softmax_cross_entropy } }
+    let x = Array2::from_shape_fn((5, 6), |(i, j)| ((i * 5 + j * 3) % 7) as f32 / 7.0 - 0.4);
+    let labels = [0usize, 2, 1, 1, 0];
+    let make = || Net::new(Init::He, 4);
+    // Each optimiser's train_step against the step it stands for, on a copy.
+    let check = |mut optim: Optim, by_hand: &dyn Fn(&mut Net, &mut Optim) -> f32| {
+        let (mut net, mut reference) = (make(), make());
+        let mut reference_optim = optim.clone();
+        for _ in 0..3 {
+            let got = optim.train_step(&mut net, x.view(), &labels).unwrap();
+            let want = by_hand(&mut reference, &mut reference_optim);
+            assert_eq!(got, want, "{optim}: loss");
+            let gap = param_gap(&reference, &net);
+            assert!(gap < 1e-6, "{optim}: parameters differ by {gap:e}");
+        }
+    };
+    let fused =
+        |net: &mut Net, optim: &mut Optim| net.sgd_step(x.view(), &labels, optim.lr()).unwrap();
+    let unfused = |net: &mut Net, optim: &mut Optim| {
+        let loss = net.gradient(x.view(), &labels).unwrap();
+        optim.step(net);
+        loss
+    };
+    check(Sgd::new(0.3).into(), &fused);
+    check(Sgd::new(0.3).with_weight_decay(0.1).into(), &unfused);
+    check(Adam::new(0.01).into(), &unfused);
+    // The fused step stores no gradients: after it, they are still the last gradient's.
+    let mut net = make();
+    net.gradient(x.view(), &labels).unwrap();
+    let before = net.affine0_weight.grad().to_owned();
+    Sgd::new(0.3)
+        .train_step(&mut net, x.view(), &labels)
+        .unwrap();
+    assert_eq!(net.affine0_weight.grad(), before);
 }

@@ -237,8 +237,8 @@ where
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         while let Some((x, t)) = batches.next_batch() {
-            let loss = net.gradient(x, t)?;
-            optim.step(&mut net);
+            // Plain SGD fuses its update into the backward pass; the others step after it.
+            let loss = optim.train_step(&mut net, x, t)?;
             loss_sum += f64::from(loss) * t.len() as f64;
             correct += Target::<f32>::correct(&t, net.output());
             seen += t.len();

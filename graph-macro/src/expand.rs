@@ -181,6 +181,8 @@ impl Generator<'_> {
         // Backward in reverse order; the loss (last) has written its input's gradient already.
         let mut written: HashSet<usize> = HashSet::from([net.output]);
         let mut backward_calls = Vec::new();
+        // Whether some backward method takes `sgd` (a node with parameters).
+        let mut backward_updates = false;
         for node in net.nodes.iter().rev() {
             if node.op.is_loss() {
                 continue;
@@ -190,7 +192,13 @@ impl Generator<'_> {
             {
                 backward_reads |= reads;
                 let backward = format_ident!("backward_{}", node.ident);
-                let (params, args) = self.batch_param(reads, elem);
+                let (mut params, mut args) = self.batch_param(reads, elem);
+                if node.op.updates_params() {
+                    let comma = (!params.is_empty()).then(|| quote!(,));
+                    params.extend(quote!(#comma sgd: ::core::option::Option<#elem>));
+                    args.extend(quote!(#comma sgd));
+                    backward_updates = true;
+                }
                 methods.push(quote! {
                     #[doc = #doc]
                     #[inline]
@@ -202,7 +210,12 @@ impl Generator<'_> {
 
         let output_width = lit(net.values[net.output].width);
         let unused = |reads: bool| (!reads).then(|| quote!(let _ = batch;));
-        let (forward_unused, backward_unused) = (unused(forward_reads), unused(backward_reads));
+        let (forward_unused, mut backward_unused) = (unused(forward_reads), unused(backward_reads));
+        if !backward_updates {
+            backward_unused
+                .get_or_insert_default()
+                .extend(quote!(let _ = sgd;));
+        }
         let param_count = lit(net.param_count);
         let dot = dot::render(net);
         let output = self.stored(net.output);
@@ -267,8 +280,13 @@ impl Generator<'_> {
                 }
 
                 /// The backward pass, in reverse topological order: the chain rule, node by node.
-                /// `batch` is the forward pass's.
-                fn run_backward(&mut self, batch: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
+                /// `batch` is the forward pass's. With `sgd = Some(η)`, each node with parameters
+                /// applies `p ← p − η·∂L/∂p` to them instead of storing their gradients.
+                fn run_backward(
+                    &mut self,
+                    batch: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                    sgd: ::core::option::Option<#elem>,
+                ) {
                     #backward_unused
                     #(#backward_calls)*
                 }
@@ -336,7 +354,7 @@ impl Generator<'_> {
                         #output_width,
                     )?;
                     self.#output_grad.assign(&dy);
-                    self.on_kept_batch(|net, batch| net.run_backward(batch));
+                    self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
                     ::core::result::Result::Ok(())
                 }
 
@@ -439,6 +457,26 @@ impl Generator<'_> {
                 fn #method(&mut self, t: <Self as ::chainrule::Trainable>::Targets<'_>, #params) -> #elem {
                     ::chainrule::kernels::#kernel(#x, t, self.#dx.view_mut())
                 }
+
+                /// `gradient` (`sgd = None`) or `sgd_step` (`sgd = Some(η)`): the forward pass,
+                /// the loss and the backward pass, all reading `x` in place, so nothing is kept
+                /// for a later `backward`.
+                fn train_pass(
+                    &mut self,
+                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                    t: <Self as ::chainrule::Trainable>::Targets<'_>,
+                    sgd: ::core::option::Option<#elem>,
+                ) -> ::chainrule::Result<#elem> {
+                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
+                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
+                    self.resize(x.nrows());
+                    self.run_forward(x);
+                    #bind
+                    let loss = self.#method(t, #args);
+                    self.run_backward(x, sgd);
+                    self.pass = ::chainrule::Pass::None;
+                    ::core::result::Result::Ok(loss)
+                }
             }
 
             impl ::chainrule::Trainable for #ty {
@@ -465,7 +503,7 @@ impl Generator<'_> {
                     if self.pass != ::chainrule::Pass::Loss {
                         return ::core::result::Result::Err(::chainrule::Error::BackwardBeforeLoss);
                     }
-                    self.on_kept_batch(|net, batch| net.run_backward(batch));
+                    self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
                     ::core::result::Result::Ok(())
                 }
 
@@ -474,16 +512,17 @@ impl Generator<'_> {
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                     t: Self::Targets<'_>,
                 ) -> ::chainrule::Result<#elem> {
-                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
-                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
-                    // Both passes read `x` in place: nothing is kept for a later `backward`.
-                    self.resize(x.nrows());
-                    self.run_forward(x);
-                    #bind
-                    let loss = self.#method(t, #args);
-                    self.run_backward(x);
-                    self.pass = ::chainrule::Pass::None;
-                    ::core::result::Result::Ok(loss)
+                    self.train_pass(x, t, ::core::option::Option::None)
+                }
+
+                fn sgd_step(
+                    &mut self,
+                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                    t: Self::Targets<'_>,
+                    lr: f64,
+                ) -> ::chainrule::Result<#elem> {
+                    let lr = <#elem as ::chainrule::Element>::from_f64(lr);
+                    self.train_pass(x, t, ::core::option::Option::Some(lr))
                 }
             }
         }
@@ -634,17 +673,19 @@ impl Generator<'_> {
             Kernels::Affine {
                 backward_params,
                 backward_input,
+                sgd_update,
                 backward_math,
                 ..
             } => {
                 let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
-                let params = format_ident!("{backward_params}");
+                let (params, update) = (
+                    format_ident!("{backward_params}"),
+                    format_ident!("{sgd_update}"),
+                );
                 let x = &xs[0];
-                let mut body = quote! {
-                    ::chainrule::kernels::#params(
-                        #x, self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
-                    );
-                };
+                // The input's gradient first: it reads W as the forward pass used it, before
+                // an SGD update changes it.
+                let mut body = TokenStream::new();
                 if let Some(mode) = modes[0] {
                     let kernel = format_ident!("{backward_input}");
                     let dx = &dxs[0];
@@ -654,6 +695,16 @@ impl Generator<'_> {
                         );
                     });
                 }
+                body.extend(quote! {
+                    match sgd {
+                        ::core::option::Option::None => ::chainrule::kernels::#params(
+                            #x, self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
+                        ),
+                        ::core::option::Option::Some(lr) => ::chainrule::kernels::#update(
+                            #x, self.#dy.view(), self.#w.value_mut(), self.#b.value_mut(), lr,
+                        ),
+                    }
+                });
                 (backward_math, body)
             }
             Kernels::Elementwise {

@@ -88,11 +88,14 @@ pub enum InitSpec {
 /// Which runtime kernels an op uses; each variant is a calling convention of the runtime.
 #[derive(Debug, Clone, Copy)]
 pub enum Kernels {
-    /// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx)`.
+    /// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx)`, and
+    /// `sgd_update(x, dy, w, b, η)` in place of `backward_params` when a step of plain SGD is
+    /// fused into the backward pass.
     Affine {
         forward: &'static str,
         backward_params: &'static str,
         backward_input: &'static str,
+        sgd_update: &'static str,
         forward_math: &'static str,
         backward_math: &'static str,
     },
@@ -162,8 +165,9 @@ pub static OPS: &[OpSpec] = &[
             forward: "affine_forward",
             backward_params: "affine_backward_params",
             backward_input: "affine_backward_input",
+            sgd_update: "affine_sgd_update",
             forward_math: "y = x·W + b",
-            backward_math: "dW = xᵀ·dy, db = Σ_rows dy, dx = dy·Wᵀ",
+            backward_math: "dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (with `sgd = Some(η)`: W −= η·xᵀ·dy, b −= η·Σ_rows dy, in place of dW and db)",
         },
     },
     OpSpec {
@@ -338,6 +342,11 @@ pub static OPS: &[OpSpec] = &[
 ];
 
 impl OpSpec {
+    /// Whether the op's backward method takes `sgd` and can update its parameters in place.
+    pub fn updates_params(&self) -> bool {
+        matches!(self.kernels, Kernels::Affine { .. })
+    }
+
     /// Whether this op is a loss (and so must end the network).
     pub fn is_loss(&self) -> bool {
         matches!(self.kernels, Kernels::Loss { .. })

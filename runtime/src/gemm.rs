@@ -77,14 +77,29 @@ impl Raw {
 unsafe impl Send for Raw {}
 unsafe impl Sync for Raw {}
 
-/// How a product begins and ends besides the multiply-adds.
+/// How a product begins and ends besides the multiply-adds: `C = start + scale·A·B`, and
+/// `max(C, 0)` as well when a ReLU follows.
 #[derive(Clone, Copy)]
 struct Ends {
     /// The sums start from this matrix, of C's shape: C itself to accumulate, or a bias row
     /// repeated through a row stride of 0. `None` starts from zero.
     start: Option<Raw>,
+    /// What the products are multiplied by before the start is added: 1 for a plain product,
+    /// `−η` for an SGD step written into a weight.
+    scale: f32,
     /// Where `max(C, 0)` goes as well, once C is complete: a ReLU fused into the product.
     relu: Option<Raw>,
+}
+
+impl Ends {
+    /// `C = start + A·B`.
+    fn from(start: Option<Raw>) -> Ends {
+        Ends {
+            start,
+            scale: 1.0,
+            relu: None,
+        }
+    }
 }
 
 impl Raw {
@@ -116,7 +131,7 @@ pub fn gemm<T: Element>(
     if let Some((a, b, c)) = as_f32_with_avx512(a, b, c) {
         let start = accumulate.then(|| Raw::of_mut(c));
         // SAFETY: AVX-512F is present, and `start` is C itself.
-        unsafe { product(a, b, c, Ends { start, relu: None }) };
+        unsafe { product(a, b, c, Ends::from(start)) };
         return;
     }
     if accumulate
@@ -129,6 +144,29 @@ pub fn gemm<T: Element>(
     }
     let beta = if accumulate { T::one() } else { T::zero() };
     general_mat_mul(T::one(), a, b, beta, c);
+}
+
+/// `C += α·A·B`: what plain SGD does to a weight with its gradient product (`W += (−η)·xᵀ·dy`),
+/// in one product that reads and writes `C` once: with AVX-512, each block of sums is scaled and
+/// added to `C` as it is stored.
+pub fn gemm_add_scaled<T: Element>(
+    alpha: T,
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    c: &mut ArrayViewMut2<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some((a, b, c)) = as_f32_with_avx512(a, b, c) {
+        let ends = Ends {
+            start: Some(Raw::of_mut(c)),
+            scale: alpha.to_f64() as f32,
+            relu: None,
+        };
+        // SAFETY: AVX-512F is present, and the start is C itself.
+        unsafe { product(a, b, c, ends) };
+        return;
+    }
+    general_mat_mul(alpha, a, b, T::one(), c);
 }
 
 /// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
@@ -159,6 +197,7 @@ pub fn affine<T: Element>(
         });
         let ends = Ends {
             start: Some(bias),
+            scale: 1.0,
             relu,
         };
         if let (Some(columns), Some(row)) = (columns, x.as_slice().filter(|_| x.nrows() == 1)) {
@@ -437,6 +476,7 @@ mod avx512 {
                         ptr: s.at(row, col),
                         ..s
                     }),
+                    scale: ends.scale,
                     relu: ends.relu.map(|y| Raw {
                         ptr: y.at(row, col),
                         ..y
@@ -492,6 +532,7 @@ mod avx512 {
         let finish = |i: usize, j: usize, sum: f32| {
             // SAFETY: the caller guarantees (i, j) lies inside C, the start and the ReLU output.
             unsafe {
+                let sum = ends.scale * sum;
                 let value = ends.start.map_or(sum, |s| *s.at(i, j) + sum);
                 *c.at(i, j) = value;
                 if let Some(y) = ends.relu {
@@ -588,6 +629,7 @@ mod avx512 {
         b: *mut f32,
         c: Raw,
         start: Option<Raw>,
+        scale: f32,
         relu: Option<Raw>,
     }
 
@@ -604,7 +646,9 @@ mod avx512 {
         // loads and stores touch only the lanes inside `width`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            if let Some(start) = tile.start {
+            // Unscaled sums start from the start (a bias, or C); scaled ones get it at the end.
+            let scaled = tile.scale != 1.0;
+            if let Some(start) = tile.start.filter(|_| !scaled) {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
                         acc[v] = _mm512_maskz_loadu_ps(masks[v], start.at(r, 16 * v));
@@ -627,6 +671,21 @@ mod avx512 {
                     3 => run::<R, 3>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
                     2 => run::<R, 2>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
                     _ => run::<R, 1>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
+                }
+            }
+            if scaled {
+                let scale = _mm512_set1_ps(tile.scale);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    for v in 0..vectors {
+                        acc[v] = match tile.start {
+                            Some(s) => _mm512_fmadd_ps(
+                                acc[v],
+                                scale,
+                                _mm512_maskz_loadu_ps(masks[v], s.at(r, 16 * v)),
+                            ),
+                            None => _mm512_mul_ps(acc[v], scale),
+                        };
+                    }
                 }
             }
             for (r, acc) in acc.iter().enumerate() {

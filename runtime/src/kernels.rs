@@ -5,7 +5,8 @@
 //! multiplies the incoming gradient `dy` by it (the chain rule).
 //!
 //! The calling conventions, by kind of op (the macro's op table names the kernels):
-//! - affine: `affine_forward(x, w, b, y)`, `affine_backward_params(x, dy, dw, db)`,
+//! - affine: `affine_forward(x, w, b, y)`, `affine_backward_params(x, dy, dw, db)` (or
+//!   `affine_sgd_update(x, dy, w, b, η)`, which updates the parameters in place instead),
 //!   `affine_backward_input(w, dy, dx, mode)`; the forward takes the weight as a view or as
 //!   [`Param::weights`](crate::Param::weights), which lets one-row products use a copy of it
 //!   laid out for them;
@@ -90,13 +91,46 @@ pub fn affine_backward_params<T: Element>(
     db: ArrayViewMut1<T>,
 ) {
     gemm(&x.t(), &dy, &mut dw, false);
-    // Column sums, by pieces of columns when dy is large.
-    let rows = dy.nrows().max(1);
-    crate::pool::row_pieces(db.insert_axis(Axis(1)), PIECE / rows, &|db, cols| {
-        let mut db = db.index_axis_move(Axis(1), 0);
-        db.fill(T::zero());
-        for row in dy.slice(s![.., cols]).rows() {
-            Zip::from(&mut db).and(&row).for_each(|d, &r| *d += r);
+    column_sums(dy, db, &|d, sum| *d = sum);
+}
+
+/// Affine backward for the parameters with plain SGD written in: `W ← W − η·xᵀ·dy`,
+/// `b ← b − η·Σ_rows dy`. The gradient product adds into the weight itself, so no gradient is
+/// stored and the update costs no pass of its own. The weight's gradient is read by nothing
+/// else: call [`affine_backward_input`] first, while `W` is the one the forward pass used.
+pub fn affine_sgd_update<T: Element>(
+    x: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    mut w: ArrayViewMut2<T>,
+    b: ArrayViewMut1<T>,
+    lr: T,
+) {
+    gemm::gemm_add_scaled(-lr, &x.t(), &dy, &mut w);
+    column_sums(dy, b, &|b, sum| *b -= lr * sum);
+}
+
+/// Calls `store(out[j], Σ_rows m[:, j])` for every column `j` of `m`, by pieces of columns shared
+/// between the threads when `m` is large.
+fn column_sums<T: Element>(
+    m: ArrayView2<T>,
+    out: ArrayViewMut1<T>,
+    store: &(dyn Fn(&mut T, T) + Sync),
+) {
+    /// Columns summed at once, in registers or on the stack.
+    const CHUNK: usize = 64;
+    let rows = m.nrows().max(1);
+    crate::pool::row_pieces(out.insert_axis(Axis(1)), PIECE / rows, &|out, cols| {
+        let mut out = out.index_axis_move(Axis(1), 0);
+        for (chunk, mut out) in out.axis_chunks_iter_mut(Axis(0), CHUNK).enumerate() {
+            let first = cols.start + chunk * CHUNK;
+            let mut sums = [T::zero(); CHUNK];
+            let sums = &mut sums[..out.len()];
+            for row in m.slice(s![.., first..first + out.len()]).rows() {
+                Zip::from(&mut *sums).and(&row).for_each(|s, &v| *s += v);
+            }
+            Zip::from(&mut out)
+                .and(&*sums)
+                .for_each(|o, &s| store(o, s));
         }
     });
 }

@@ -102,6 +102,25 @@ pub trait Trainable: Network {
         Ok(loss)
     }
 
+    /// One step of plain SGD on a batch: the loss, its gradients, and `p ← p − lr·∂L/∂p` for every
+    /// parameter. Returns the loss.
+    ///
+    /// The same step as `gradient` then [`Sgd::new(lr).step`](crate::optim::Sgd), up to rounding, but
+    /// generated networks fuse the update into the backward pass: each weight's gradient product
+    /// adds `−lr·xᵀ·dy` straight into the weight, so no parameter gradient is stored (the
+    /// gradients keep the values of the last `backward` or `gradient`) and no pass over the
+    /// parameters of its own runs. As after `gradient`, `backward` needs a new `loss` first.
+    fn sgd_step(
+        &mut self,
+        x: ArrayView2<'_, Self::Elem>,
+        t: Self::Targets<'_>,
+        lr: f64,
+    ) -> Result<Self::Elem> {
+        let loss = self.gradient(x, t)?;
+        crate::optim::Sgd::new(lr).step(self);
+        Ok(loss)
+    }
+
     /// The fraction of samples whose largest output is the target class.
     fn accuracy(&mut self, x: ArrayView2<'_, Self::Elem>, t: Self::Targets<'_>) -> Result<f64> {
         let samples = x.nrows();

@@ -24,13 +24,29 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Element, Error, Network, Result};
+use ndarray::ArrayView2;
+
+use crate::{Element, Error, Network, Result, Trainable};
 
 /// What every optimiser does: update a network's parameters from their gradients.
 pub trait Optimizer {
     /// Applies one update to every parameter of `net`, from the gradients of the last backward
     /// pass. The gradients are read, not changed.
     fn step<N: Network + ?Sized>(&mut self, net: &mut N);
+
+    /// One training step on a batch: [`Trainable::gradient`], then [`step`](Optimizer::step).
+    /// Returns the loss. Plain SGD without weight decay takes [`Trainable::sgd_step`] instead,
+    /// which writes the update in the backward pass (and so stores no gradients).
+    fn train_step<N: Trainable + ?Sized>(
+        &mut self,
+        net: &mut N,
+        x: ArrayView2<'_, N::Elem>,
+        t: N::Targets<'_>,
+    ) -> Result<N::Elem> {
+        let loss = net.gradient(x, t)?;
+        self.step(net);
+        Ok(loss)
+    }
 
     /// The learning rate `η`.
     fn lr(&self) -> f64;
@@ -200,6 +216,20 @@ impl Optimizer for Sgd {
                 *w = N::Elem::from_f64(wf - lr * decayed(wf, g, decay));
             }
         });
+    }
+
+    fn train_step<N: Trainable + ?Sized>(
+        &mut self,
+        net: &mut N,
+        x: ArrayView2<'_, N::Elem>,
+        t: N::Targets<'_>,
+    ) -> Result<N::Elem> {
+        if self.weight_decay == 0.0 {
+            return net.sgd_step(x, t, self.lr);
+        }
+        let loss = net.gradient(x, t)?;
+        self.step(net);
+        Ok(loss)
     }
 
     lr_methods!();
@@ -673,6 +703,15 @@ impl fmt::Display for Optim {
 impl Optimizer for Optim {
     fn step<N: Network + ?Sized>(&mut self, net: &mut N) {
         each!(self, o => Optimizer::step(o, net))
+    }
+
+    fn train_step<N: Trainable + ?Sized>(
+        &mut self,
+        net: &mut N,
+        x: ArrayView2<'_, N::Elem>,
+        t: N::Targets<'_>,
+    ) -> Result<N::Elem> {
+        each!(self, o => Optimizer::train_step(o, net, x, t))
     }
 
     fn lr(&self) -> f64 {

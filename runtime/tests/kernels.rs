@@ -386,3 +386,48 @@ fn large_element_wise_kernels_match_plain_loops_on_any_thread_count() {
         assert_eq!(bias, expected, "bias gradient, {what}");
     }
 }
+
+#[test]
+fn sgd_update_matches_the_gradient_step_it_fuses() {
+    use chainrule_runtime::kernels::affine_sgd_update;
+    use chainrule_runtime::pool::set_threads;
+    // The in-place product (≤ 256 columns, with a ragged last vector), the packed one (with a
+    // batch over one block of k: 300), and a gradient large enough that the bias sums are shared
+    // between threads.
+    let shapes = [
+        (1, 3, 5),
+        (100, 784, 50),
+        (40, 64, 300),
+        (300, 20, 300),
+        (256, 784, 1024),
+    ];
+    let lr = 0.25f32;
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (m, k, n) in shapes {
+            let what = format!("{threads} thread(s), batch {m}, {k} → {n}");
+            let x = filled(m, k, 3);
+            let dy = filled(m, n, 4);
+            let mut w = filled(k, n, 5);
+            let mut b = Array1::from_shape_fn(n, |j| j as f32 * 0.5 - 3.0);
+            let expected_w = w.mapv(f64::from) - f64::from(lr) * reference(x.t(), dy.view());
+            let expected_b =
+                b.mapv(f64::from) - f64::from(lr) * dy.mapv(f64::from).sum_axis(ndarray::Axis(0));
+            // A weight stored transposed as well (column-major: element by element).
+            let mut wt = Array2::zeros((n, k));
+            wt.assign(&w.t());
+            affine_sgd_update(x.view(), dy.view(), w.view_mut(), b.view_mut(), lr);
+            assert_close(w.view(), &expected_w, m, &format!("W − η·xᵀ·dy, {what}"));
+            let mut bt = Array1::zeros(n);
+            let wt_view = wt.view_mut().reversed_axes();
+            affine_sgd_update(x.view(), dy.view(), wt_view, bt.view_mut(), lr);
+            assert_close(wt.t(), &expected_w, m, &format!("Wᵀ stored, {what}"));
+            assert_close(
+                b.view().insert_axis(ndarray::Axis(0)),
+                &expected_b.insert_axis(ndarray::Axis(0)),
+                m,
+                &format!("b − η·Σ dy, {what}"),
+            );
+        }
+    }
+}

@@ -43,12 +43,11 @@ where
     N: Default + for<'t> Trainable<Elem = f32, Targets<'t> = &'t [usize]>,
 {
     let (mut net, x, labels) = setup::<N>(cfg);
-    let mut sgd = Sgd::new(f64::from(cfg.lr));
+    let lr = f64::from(cfg.lr);
     let loss = |net: &mut N, x: ArrayView2<f32>| net.loss(x, &labels).expect("valid batch");
     let loss0 = loss(&mut net, x.view());
     let rate = steps_per_s(cfg, || {
-        std::hint::black_box(net.gradient(x.view(), &labels).expect("valid batch"));
-        sgd.step(&mut net);
+        std::hint::black_box(net.sgd_step(x.view(), &labels, lr).expect("valid batch"));
     });
     let loss1 = loss(&mut net, x.view());
     (rate, loss0, loss1)

@@ -112,10 +112,14 @@ impl ColumnCopy<f32> {
 /// # Safety
 /// AVX-512F must be present; `x` must hold k contiguous floats, `columns` must come from
 /// [`ColumnCopy::for_one_row`] for a k-row weight with as many columns as `z`; `z` must have one
-/// row, and `ends` must address matrices of its shape.
+/// row, and `ends` must address matrices of its shape, with a scale of 1 (a forward pass).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends: Ends) {
+    debug_assert!(
+        ends.scale == 1.0,
+        "one-row products are forward passes, unscaled"
+    );
     let k = x.len();
     let stride = stride(k);
     debug_assert_eq!(columns.len(), stride * n);

@@ -161,6 +161,7 @@ unsafe fn columns(
                                     ptr: s.at(i, j),
                                     ..s
                                 }),
+                                scale: ends.scale,
                                 relu: relu.map(|y| Raw {
                                     ptr: y.at(i, j),
                                     ..y
@@ -188,6 +189,26 @@ unsafe fn columns(
 /// `k`-major (`NR` values per step of `k`), the last one padded with zeros.
 #[target_feature(enable = "avx512f")]
 unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
+    if s.cols == 1 {
+        // Row-major: row by row across every panel, so that B is read in order (a panel's
+        // rows alone lie a page apart in a wide B); masked loads pad the last panel with zeros.
+        for p in 0..kc {
+            // SAFETY: the caller guarantees B's block and the buffer's size; loads are masked to
+            // the block's columns, and each panel's 64-byte-aligned step holds `NR` values.
+            unsafe {
+                let row = b.offset(p as isize * s.rows);
+                for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+                    let masks = vector_masks(nc - j0);
+                    let dst = out.add(panel * NR * kc + p * NR);
+                    for (v, &mask) in masks.iter().enumerate() {
+                        let values = _mm512_maskz_loadu_ps(mask, row.add(j0 + 16 * v));
+                        _mm512_store_ps(dst.add(16 * v), values);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let width = NR.min(nc - j0);
         // SAFETY: the caller guarantees B's block and the buffer's size; loads are masked to the
@@ -195,13 +216,7 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
         unsafe {
             let out = out.add(panel * NR * kc);
             let src = b.add(j0 * s.cols as usize);
-            if s.cols == 1 {
-                for p in 0..kc {
-                    let dst = out.add(p * NR);
-                    std::ptr::copy_nonoverlapping(src.offset(p as isize * s.rows), dst, width);
-                    std::ptr::write_bytes(dst.add(width), 0, NR - width);
-                }
-            } else if s.rows == 1 {
+            if s.rows == 1 {
                 // Column j of the panel is contiguous in k: transpose 16 × 16 squares.
                 for p0 in (0..kc).step_by(16) {
                     let steps = 16.min(kc - p0);
@@ -300,11 +315,12 @@ struct Tile {
     b: *const f32,
     c: Raw,
     start: Option<Raw>,
+    scale: f32,
     relu: Option<Raw>,
 }
 
-/// `R × width` of C = start + `R` rows of `A` times the packed `B` panel, over `kc` steps (and
-/// `max(C, 0)` into the ReLU output, when given).
+/// `R × width` of C = start + scale·(`R` rows of `A` times the packed `B` panel), over `kc` steps
+/// (and `max(C, 0)` into the ReLU output, when given).
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
@@ -337,11 +353,17 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             .flatten()
             .all(|m| m.cols == 1);
         if contiguous {
+            // With a scale of 1 the multiplications are exact: start + sum, rounded once.
+            let scale = _mm512_set1_ps(tile.scale);
             for (r, acc) in acc.iter().enumerate() {
                 for (v, (&sum, &mask)) in acc.iter().zip(&masks).enumerate() {
                     let sum = match tile.start {
-                        Some(s) => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, s.at(r, 16 * v)), sum),
-                        None => sum,
+                        Some(s) => _mm512_fmadd_ps(
+                            sum,
+                            scale,
+                            _mm512_maskz_loadu_ps(mask, s.at(r, 16 * v)),
+                        ),
+                        None => _mm512_mul_ps(sum, scale),
                     };
                     _mm512_mask_storeu_ps(tile.c.at(r, 16 * v), mask, sum);
                     if let Some(y) = tile.relu {
@@ -361,6 +383,7 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                     _mm512_storeu_ps(values.as_mut_ptr().add(16 * v), sum);
                 }
                 for (j, &value) in values.iter().enumerate().take(width) {
+                    let value = tile.scale * value;
                     let value = tile.start.map_or(value, |s| *s.at(r, j) + value);
                     *tile.c.at(r, j) = value;
                     if let Some(y) = tile.relu {
