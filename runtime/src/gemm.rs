@@ -9,8 +9,10 @@
 //!   `dy` in `xᵀ·dy`): [`avx512`] reads `B`'s rows in place, keeping a block of 6 rows × 64
 //!   columns of `C` (8 × 48 when the layer is narrower) in 24 vector registers while `k` runs; the
 //!   last 1–4 columns of a layer like 50 wide go through dot products instead of a mostly empty
-//!   vector; a single row (batch 1) runs four interleaved sums. A small `B` in another layout (a
-//!   transposed weight, in `dy·Wᵀ`) is first copied row-major into a buffer the thread keeps.
+//!   vector, and a `B` of at most 16 columns times a transposed `A` (`xᵀ·dy` for a 10-wide
+//!   layer) is vectorised along the rows of `C`; a single row (batch 1) runs four interleaved
+//!   sums. A small `B` in another layout (a transposed weight, in `dy·Wᵀ`) is first copied
+//!   row-major into a buffer the thread keeps.
 //! - a single row times a weight that comes with its column-major copy (batch 1 through a
 //!   generated network): [`one_row`], one dot product per output.
 //! - everything else: [`packed`], which packs `B` into panels (the usual blocked scheme).
@@ -446,6 +448,17 @@ mod avx512 {
         k: usize,
         n: usize,
     ) {
+        if n <= 16 && a.rows == 1 && range.len() >= 16 {
+            // One vector of columns, and A's columns contiguous (xᵀ in xᵀ·dy for a narrow dy):
+            // blocks of rows would broadcast A's elements from a different row of x at every
+            // step. Vectorised along the rows of C instead, reading A's columns whole.
+            for first in (0..n).step_by(LAST_MAX) {
+                let cols = first..n.min(first + LAST_MAX);
+                // SAFETY: these columns and the rows of `range` lie inside every operand.
+                unsafe { last_columns(a, b, c, ends, range.clone(), k, cols) };
+            }
+            return;
+        }
         // A last vector with only a few lanes would cost as much as a full one: leave those
         // columns to `last_columns`, when A's layout suits it and there are enough rows.
         let spare = n % 16;
@@ -507,6 +520,9 @@ mod avx512 {
         }
     }
 
+    /// The most columns `last_columns` takes at once.
+    const LAST_MAX: usize = 4;
+
     thread_local! {
         /// The last columns of B, transposed, for `last_columns`; grown once, then reused.
         static LAST_COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -525,7 +541,7 @@ mod avx512 {
         k: usize,
         cols: std::ops::Range<usize>,
     ) {
-        const MAX: usize = 4;
+        const MAX: usize = LAST_MAX;
         let count = cols.len();
         debug_assert!(count <= MAX);
         // Stores one finished value (the start added), and its ReLU.

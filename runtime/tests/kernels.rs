@@ -391,11 +391,13 @@ fn large_element_wise_kernels_match_plain_loops_on_any_thread_count() {
 fn sgd_update_matches_the_gradient_step_it_fuses() {
     use chainrule_runtime::kernels::affine_sgd_update;
     use chainrule_runtime::pool::set_threads;
-    // The in-place product (≤ 256 columns, with a ragged last vector), the packed one (with a
+    // The in-place product (≤ 256 columns, with a ragged last vector, or at most 16 computed
+    // along the rows of the weight), the packed one (with a
     // batch over one block of k: 300), and a gradient large enough that the bias sums are shared
     // between threads.
     let shapes = [
         (1, 3, 5),
+        (64, 100, 10),
         (100, 784, 50),
         (40, 64, 300),
         (300, 20, 300),
