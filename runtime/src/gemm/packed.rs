@@ -25,6 +25,8 @@ const MR: usize = 6;
 const NR: usize = 64;
 /// Steps of `k` per packed block.
 const KC: usize = 256;
+/// Blocks of `MR` rows of a transposed `A` packed together (48 KB).
+const GROUP: usize = 8;
 /// Columns of `B` per packed block.
 const NC: usize = 512;
 /// Below this many multiply-adds a product is not worth sharing between threads.
@@ -108,7 +110,7 @@ unsafe fn columns(
         // Panels start on 64-byte boundaries, for aligned loads.
         let skip = packed.as_ptr().align_offset(64);
         let pb = packed[skip..].as_mut_ptr();
-        let mut panel_a = [0.0f32; MR * KC];
+        let mut panels_a = [0.0f32; GROUP * MR * KC];
         let mut jc = cols.start;
         while jc < cols.end {
             let nc = NC.min(cols.end - jc);
@@ -137,9 +139,14 @@ unsafe fn columns(
                         let mut a = a;
                         if a.cols != 1 {
                             // A's rows are not contiguous (xᵀ in xᵀ·dy), and its steps of k may
-                            // all land in one cache set: copy the slice, k-major.
-                            pack_a(a0, a, rows, kc, panel_a.as_mut_ptr());
-                            a0 = panel_a.as_mut_ptr();
+                            // all land in one cache set: copy the slices of `GROUP` blocks of
+                            // rows at once, k-major, reading each of A's lines once.
+                            let group = ir / MR % GROUP;
+                            if group == 0 {
+                                let rows = (GROUP * MR).min(m - ir);
+                                pack_a(a0, a, rows, kc, panels_a.as_mut_ptr());
+                            }
+                            a0 = panels_a.as_mut_ptr().add(group * MR * kc);
                             a = Raw {
                                 ptr: a0,
                                 rows: 1,
@@ -251,23 +258,26 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
     }
 }
 
-/// Copies `rows` rows by `kc` columns of `A` (starting at `a`) to `out`, `k`-major: `MR` values
-/// per step of `k`.
+/// Copies `rows` (at most `GROUP * MR`) rows by `kc` columns of `A` (starting at `a`) to `out`,
+/// as one panel per `MR` rows, `MR · kc` values apart, each `k`-major: `MR` values per step of `k`.
 #[target_feature(enable = "avx512f")]
 unsafe fn pack_a(a: *const f32, s: Raw, rows: usize, kc: usize, out: *mut f32) {
-    // SAFETY: the caller guarantees A's block and `MR * kc` floats at `out`; loads and stores are
-    // masked to `rows` lanes.
+    debug_assert!(rows <= GROUP * MR);
+    // SAFETY: the caller guarantees A's block and `GROUP * MR * kc` floats at `out`; loads and
+    // stores are masked to each panel's rows.
     unsafe {
-        if s.rows == 1 {
-            let mask = first_lanes(rows);
-            for p in 0..kc {
-                let column = _mm512_maskz_loadu_ps(mask, a.offset(p as isize * s.cols));
-                _mm512_mask_storeu_ps(out.add(p * MR), mask, column);
-            }
-        } else {
-            for p in 0..kc {
-                for r in 0..rows {
-                    *out.add(p * MR + r) = *a.offset(r as isize * s.rows + p as isize * s.cols);
+        for p in 0..kc {
+            let step = a.offset(p as isize * s.cols);
+            for first in (0..rows).step_by(MR) {
+                let count = MR.min(rows - first);
+                let dst = out.add(first * kc + p * MR);
+                if s.rows == 1 {
+                    let mask = first_lanes(count);
+                    _mm512_mask_storeu_ps(dst, mask, _mm512_maskz_loadu_ps(mask, step.add(first)));
+                } else {
+                    for r in 0..count {
+                        *dst.add(r) = *step.offset((first + r) as isize * s.rows);
+                    }
                 }
             }
         }
