@@ -96,8 +96,8 @@ pub fn affine_backward_params<T: Element>(
 
 /// Affine backward for the parameters with plain SGD written in: `W ← W − η·xᵀ·dy`,
 /// `b ← b − η·Σ_rows dy`. The gradient product adds into the weight itself, so no gradient is
-/// stored and the update costs no pass of its own. The weight's gradient is read by nothing
-/// else: call [`affine_backward_input`] first, while `W` is the one the forward pass used.
+/// stored and the update costs no pass of its own. The input gradient needs the weight the
+/// forward pass used: call [`affine_backward_input`] first.
 pub fn affine_sgd_update<T: Element>(
     x: ArrayView2<T>,
     dy: ArrayView2<T>,
