@@ -43,9 +43,7 @@ pub trait Optimizer {
         x: ArrayView2<'_, N::Elem>,
         t: N::Targets<'_>,
     ) -> Result<N::Elem> {
-        let loss = net.gradient(x, t)?;
-        self.step(net);
-        Ok(loss)
+        gradient_then_step(self, net, x, t)
     }
 
     /// The learning rate `η`.
@@ -56,6 +54,18 @@ pub trait Optimizer {
 
     /// Forgets the state (velocities, sums, moments, step count): the next step is a first step.
     fn reset(&mut self);
+}
+
+/// [`Optimizer::train_step`] unfused: the gradients, then the optimiser's step.
+fn gradient_then_step<O: Optimizer + ?Sized, N: Trainable + ?Sized>(
+    optimizer: &mut O,
+    net: &mut N,
+    x: ArrayView2<'_, N::Elem>,
+    t: N::Targets<'_>,
+) -> Result<N::Elem> {
+    let loss = net.gradient(x, t)?;
+    optimizer.step(net);
+    Ok(loss)
 }
 
 /// The state of one parameter: `K` buffers of one `f64` per scalar.
@@ -227,9 +237,7 @@ impl Optimizer for Sgd {
         if self.weight_decay == 0.0 {
             return net.sgd_step(x, t, self.lr);
         }
-        let loss = net.gradient(x, t)?;
-        self.step(net);
-        Ok(loss)
+        gradient_then_step(self, net, x, t)
     }
 
     lr_methods!();
