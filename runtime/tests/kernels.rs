@@ -141,9 +141,11 @@ fn wide_products_match_the_reference_in_every_layout() {
     use chainrule_runtime::kernels::{GradMode, affine_backward_input, affine_backward_params};
     use chainrule_runtime::pool::set_threads;
     // Layers wider than the in-place kernel takes: packed products, with shapes around the
-    // packing blocks (6 and 384 rows, 64 and 512 columns, 256 steps of k), on one and two threads.
+    // packing blocks (6 rows, 64 columns, up to 1024 steps of k with A read in place or 256 with
+    // A copied, blocks of a megabyte), on one and two threads.
     let shapes = [
         (1, 5, 300),
+        (5, 1100, 300),
         (7, 300, 257),
         (13, 1, 1030),
         (385, 257, 513),
@@ -201,6 +203,7 @@ fn fused_affine_relu_matches_affine_then_relu() {
             (100, 784, 50),
             (7, 3, 17),
             (13, 300, 257),
+            (9, 1100, 300),
             (256, 520, 1024),
         ] {
             let what = format!("{threads} thread(s), m {m} k {k} n {n}");

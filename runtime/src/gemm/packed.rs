@@ -1,13 +1,17 @@
 //! `C (+)= A·B` for operands too large to read in place, in any layout, on AVX-512.
 //!
-//! A blocked scheme: for each block of `KC` rows of `B` and `NC` of its columns, `B` is copied
-//! (packed) into panels of 64 columns, each panel `k`-major so that one step of `k` reads 256
-//! contiguous, aligned bytes; a transposed `B` (`Wᵀ` in `dy·Wᵀ`) is packed through 16 × 16
-//! transposes in registers. The micro-kernel keeps a block of up to 6 rows × 64 columns of `C` in
-//! 24 vector registers and runs over `KC` steps of `k`: four loads from the `B` panel, six
-//! broadcasts from `A`, 24 fused multiply-adds. A row-major `A` is read in place (a transposed one
-//! is first copied, 6 rows × `KC` at a time, `k`-major): its 6 × `KC` slice (6 KB) stays in L1
-//! while the packed `B` block streams past it from L2.
+//! A blocked scheme: for each block of up to `KC` rows of `B` and as many of its columns as
+//! make a megabyte, `B` is copied (packed) into panels of 64 columns, each panel `k`-major so
+//! that one step of `k` reads 256 contiguous, aligned bytes; a transposed `B` (`Wᵀ` in `dy·Wᵀ`)
+//! is packed through 16 × 16 transposes in registers. The micro-kernel keeps a block of up to 6
+//! rows × 64 columns of `C` in 24 vector registers and runs over the block's steps of `k`: four
+//! loads from the `B` panel, six broadcasts from `A`, 24 fused multiply-adds. A row-major `A` is
+//! read in place (a transposed one is first copied, 48 rows × up to 256 steps at a time,
+//! `k`-major): its 6-row slice stays in L1 while the packed `B` block streams past it from L2.
+//!
+//! Deep blocks pay: every block of `k` loads and stores each tile of `C` once more, and packing
+//! `B` for a whole layer's depth at once (784 or 1024 steps) took the products of a
+//! 784-1024-1024-10 training step from 145–153 to 150–163 GFLOP/s on one core.
 //!
 //! Large products are split by columns of `C` across the [`pool`](crate::pool)'s threads; each
 //! thread packs into buffers it keeps, so after the first product nothing is allocated.
@@ -23,12 +27,18 @@ use super::{Ends, Raw, first_lanes, vector_masks};
 const MR: usize = 6;
 /// Columns of `C` per micro-kernel call: four vectors of 16.
 const NR: usize = 64;
-/// Steps of `k` per packed block.
-const KC: usize = 256;
-/// Blocks of `MR` rows of a transposed `A` packed together (48 KB).
+/// At most this many steps of `k` per packed block when `A` is read in place: each block
+/// costs a load and a store of every tile of `C`, and its `A` slice (6 × 1024 floats, 24 KB)
+/// still stays in L1.
+const KC: usize = 1024;
+/// At most this many steps of `k` per block when `A` is copied first (a transposed `A`).
+const KC_COPIED: usize = 256;
+/// Blocks of `MR` rows of a transposed `A` copied together (48 KB).
 const GROUP: usize = 8;
-/// Columns of `B` per packed block.
-const NC: usize = 512;
+/// Floats of `B` per packed block (1 MB, half of a core's L2): a block is `kc` rows deep and as
+/// many whole panels wide as fit. A transposed `A` is copied again for every block of columns,
+/// so a shallow block (`xᵀ·dy` with `k` the batch) had better be wide.
+const BLOCK: usize = 1 << 18;
 /// Below this many multiply-adds a product is not worth sharing between threads.
 const SHARE_ABOVE: usize = 1 << 21;
 
@@ -103,7 +113,10 @@ unsafe fn columns(
     cols: std::ops::Range<usize>,
 ) {
     PACKED.with_borrow_mut(|packed| {
-        let len = NC.min(cols.len().next_multiple_of(NR)) * KC.min(k) + 16;
+        // Steps of k per block: as even as the limit allows (784 = one block, 1100 = 2 × 550).
+        let depth = k.div_ceil(k.div_ceil(if a.cols == 1 { KC } else { KC_COPIED }));
+        let width = (BLOCK / depth / NR).max(1) * NR;
+        let len = width.min(cols.len().next_multiple_of(NR)) * depth + 16;
         if packed.len() < len {
             packed.resize(len, 0.0);
         }
@@ -112,13 +125,13 @@ unsafe fn columns(
         let pb = packed[skip..].as_mut_ptr();
         // On the stack: a pointer into `packed` instead made the compiler spill the
         // micro-kernel's sums to memory (60 instead of 150 GFLOP/s).
-        let mut panels_a = [0.0f32; GROUP * MR * KC];
+        let mut panels_a = [0.0f32; GROUP * MR * KC_COPIED];
         let mut jc = cols.start;
         while jc < cols.end {
-            let nc = NC.min(cols.end - jc);
+            let nc = width.min(cols.end - jc);
             let mut pc = 0;
             while pc < k {
-                let kc = KC.min(k - pc);
+                let kc = depth.min(k - pc);
                 // The first block of k starts from the given start, later ones from C; the
                 // last one also writes the ReLU output.
                 let from = if pc == 0 { ends.start } else { Some(c) };
