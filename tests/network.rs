@@ -380,6 +380,31 @@ fn sgd_step_is_gradient_then_sgd() {
     let x = Array2::from_shape_fn((40, 64), |(i, j)| ((i * 11 + j * 3) % 23) as f32 / 23.0);
     sgd_step_matches(|| Wide::new(Init::He, 3), &x, &labels[..40], 1e-5);
 
+    // ReLUs whose backward passes `sgd_step` folds into the product after them, and ones it
+    // must not: `h` feeds a ReLU and an affine, and the ReLU `r` feeds two affines. The input's
+    // gradient comes through a folded ReLU.
+    network! {
+        struct Branches {
+            #[grad] a = input(8);
+            h = a -> relu -> affine(8, 12);
+            p = h -> relu -> affine(12, 5);
+            r = h -> affine(12, 12) -> relu;
+            q = r -> affine(12, 5);
+            s = r -> affine(12, 5);
+            u = add(p, q);
+            add(u, s) -> mse
+        }
+    }
+    let x = Array2::from_shape_fn((6, 8), |(i, j)| ((i * 5 + j * 3) % 11) as f32 / 11.0 - 0.5);
+    let t = Array2::from_shape_fn((6, 5), |(i, j)| ((i + 2 * j) % 3) as f32 / 3.0);
+    sgd_step_matches(|| Branches::new(Init::He, 6), &x, t.view(), 1e-5);
+    let (mut plain, mut fused) = (Branches::new(Init::He, 7), Branches::new(Init::He, 7));
+    plain.gradient(x.view(), t.view()).unwrap();
+    fused.sgd_step(x.view(), t.view(), 0.5).unwrap();
+    let input_grad = fused.input_grad("a").unwrap();
+    assert_eq!(plain.input_grad("a").unwrap(), input_grad);
+    assert!(input_grad.iter().any(|&g| g == 0.0) && input_grad.iter().any(|&g| g != 0.0));
+
     // f64 (ndarray's product), ending in mse.
     let x = array![[1.0, 2.0], [-1.0, 0.5], [0.25, -2.0]];
     let t = array![[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]];

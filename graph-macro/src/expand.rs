@@ -181,7 +181,8 @@ impl Generator<'_> {
         // Backward in reverse order; the loss (last) has written its input's gradient already.
         let mut written: HashSet<usize> = HashSet::from([net.output]);
         let mut backward_calls = Vec::new();
-        // Whether some backward method takes `sgd` (a node with parameters).
+        // Whether some backward method takes `sgd` (a node with parameters, or a ReLU whose
+        // backward pass `sgd_step` folds into the product after it).
         let mut backward_updates = false;
         for node in net.nodes.iter().rev() {
             if node.op.is_loss() {
@@ -193,7 +194,7 @@ impl Generator<'_> {
                 backward_reads |= reads;
                 let backward = format_ident!("backward_{}", node.ident);
                 let (mut params, mut args) = self.batch_param(reads, elem);
-                if node.op.updates_params() {
+                if node.op.updates_params() || self.gated_into_reader(node) {
                     let comma = (!params.is_empty()).then(|| quote!(,));
                     params.extend(quote!(#comma sgd: ::core::option::Option<#elem>));
                     args.extend(quote!(#comma sgd));
@@ -659,7 +660,7 @@ impl Generator<'_> {
             .filter(|(_, mode)| mode.is_none())
             .map(|(&v, _)| self.value_doc(v))
             .collect();
-        let note = if skipped.is_empty() {
+        let mut note = if skipped.is_empty() {
             String::new()
         } else {
             format!(
@@ -689,10 +690,33 @@ impl Generator<'_> {
                 if let Some(mode) = modes[0] {
                     let kernel = format_ident!("{backward_input}");
                     let dx = &dxs[0];
-                    body.extend(quote! {
+                    let plain = quote! {
                         ::chainrule::kernels::#kernel(
                             self.#w.value(), self.#dy.view(), self.#dx.view_mut(), #mode,
                         );
+                    };
+                    body.extend(match self.gated_relu(node) {
+                        // `sgd_step` keeps no gradient for people to read, so it skips the
+                        // ReLU output's and sets the ReLU input's gradient in the product.
+                        Some(relu) => {
+                            note.push_str(&format!(
+                                " With `sgd = Some(η)` the input gradient's product does `{}`'s \
+                                 backward pass as well: dx = (dy·Wᵀ) ⊙ [y > 0].",
+                                relu.ident
+                            ));
+                            let (y, du) = (self.value(relu.output), self.grad(relu.inputs[0]));
+                            quote! {
+                                if sgd.is_some() {
+                                    ::chainrule::kernels::affine_relu_backward_input(
+                                        self.#w.value(), self.#dy.view(), self.#y.view(),
+                                        self.#du.view_mut(),
+                                    );
+                                } else {
+                                    #plain
+                                }
+                            }
+                        }
+                        None => plain,
                     });
                 }
                 body.extend(quote! {
@@ -715,11 +739,17 @@ impl Generator<'_> {
                 let mode = modes[0]?;
                 let kernel = format_ident!("{backward}");
                 let dx = &dxs[0];
-                let body = quote! {
+                let mut body = quote! {
                     ::chainrule::kernels::#kernel(
                         self.#y.view(), self.#dy.view(), self.#dx.view_mut(), #mode,
                     );
                 };
+                if self.gated_into_reader(node) {
+                    note.push_str(
+                        " With `sgd = Some(η)` the product after it has done this already.",
+                    );
+                    body = quote!(if sgd.is_none() { #body });
+                }
                 (backward_math, body)
             }
             Kernels::Merge {
@@ -931,6 +961,43 @@ impl Generator<'_> {
             self.fused_relu(&self.net.nodes[p])
                 .is_some_and(|relu| relu.ident == node.ident)
         })
+    }
+
+    /// The ReLU whose backward pass this affine node's input-gradient product does as well in
+    /// `sgd_step` (`dx = (dy·Wᵀ) ⊙ [y > 0]`): the ReLU producing the affine's input, when the
+    /// affine is the only reader of the ReLU's output and the ReLU the only reader of its input,
+    /// so that the ReLU's input gradient is set there and nowhere else.
+    fn gated_relu(&self, node: &CheckedNode) -> Option<&CheckedNode<'_>> {
+        if !matches!(node.op.kernels, Kernels::Affine { .. }) {
+            return None;
+        }
+        let &output = node.inputs.first()?;
+        let relu = &self.net.nodes[self.net.values[output].producer?];
+        let &input = relu.inputs.first()?;
+        let readers = |value: usize| {
+            self.net
+                .nodes
+                .iter()
+                .flat_map(|n| &n.inputs)
+                .filter(|&&v| v == value)
+                .count()
+        };
+        (relu.op.name == "relu"
+            && relu.inputs.len() == 1
+            && self.net.values[output].needs_grad
+            && self.net.values[input].needs_grad
+            && readers(output) == 1
+            && readers(input) == 1)
+            .then_some(relu)
+    }
+
+    /// Whether this is a ReLU whose backward pass the product after it does in `sgd_step`.
+    fn gated_into_reader(&self, node: &CheckedNode) -> bool {
+        node.op.name == "relu"
+            && self.net.nodes.iter().any(|n| {
+                self.gated_relu(n)
+                    .is_some_and(|relu| relu.ident == node.ident)
+            })
     }
 
     /// The loss node, if the network has one.

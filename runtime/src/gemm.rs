@@ -40,6 +40,19 @@ fn first_lanes(lanes: usize) -> std::arch::x86_64::__mmask16 {
     ((1u32 << lanes.min(16)) - 1) as u16
 }
 
+/// `sums` where `gate` is positive, 0 elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn gated(
+    sums: std::arch::x86_64::__m512,
+    gate: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let open = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(gate, _mm512_setzero_ps());
+    _mm512_maskz_mov_ps(open, sums)
+}
+
 /// The lane masks of the four vectors that cover `width` (≤ 64) columns: full, partial or empty.
 #[cfg(target_arch = "x86_64")]
 fn vector_masks(width: usize) -> [std::arch::x86_64::__mmask16; 4] {
@@ -79,8 +92,8 @@ impl Raw {
 unsafe impl Send for Raw {}
 unsafe impl Sync for Raw {}
 
-/// How a product begins and ends besides the multiply-adds: `C = start + scale·A·B`, and
-/// `max(C, 0)` as well when a ReLU follows.
+/// How a product begins and ends besides the multiply-adds: `C = start + scale·(A·B ⊙ [G > 0])`
+/// (the gate `G` only when given), and `max(C, 0)` as well when a ReLU follows.
 #[derive(Clone, Copy)]
 struct Ends {
     /// The sums start from this matrix, of C's shape: C itself to accumulate, or a bias row
@@ -91,6 +104,9 @@ struct Ends {
     scale: f32,
     /// Where `max(C, 0)` goes as well, once C is complete: a ReLU fused into the product.
     relu: Option<Raw>,
+    /// A matrix of C's shape where the product counts only where it is positive: a ReLU's
+    /// backward pass (its output as the gate) fused into the input gradient's product.
+    gate: Option<Raw>,
 }
 
 impl Ends {
@@ -100,6 +116,7 @@ impl Ends {
             start,
             scale: 1.0,
             relu: None,
+            gate: None,
         }
     }
 }
@@ -163,12 +180,43 @@ pub fn gemm_add_scaled<T: Element>(
             start: Some(Raw::of_mut(c)),
             scale: alpha.to_f64() as f32,
             relu: None,
+            gate: None,
         };
         // SAFETY: AVX-512F is present, and the start is C itself.
         unsafe { product(a, b, c, ends) };
         return;
     }
     general_mat_mul(alpha, a, b, T::one(), c);
+}
+
+/// `C = A·B ⊙ [G > 0]`: the product where the gate `G` (of C's shape) is positive, 0 elsewhere.
+/// With AVX-512 the gate is applied as the sums are stored, so a ReLU's backward pass costs no
+/// pass of its own.
+pub fn gemm_gated<T: Element>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    c: &mut ArrayViewMut2<T>,
+    gate: &ArrayView2<T>,
+) {
+    assert_eq!(gate.dim(), c.dim(), "the gate has the product's shape");
+    #[cfg(target_arch = "x86_64")]
+    if let Some((a, b, c)) = as_f32_with_avx512(a, b, c) {
+        // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
+        let gate = unsafe { &*(gate as *const ArrayView2<T> as *const ArrayView2<f32>) };
+        let ends = Ends {
+            gate: Some(Raw::of(gate)),
+            ..Ends::from(None)
+        };
+        // SAFETY: AVX-512F is present, and the gate has C's shape (asserted above).
+        unsafe { product(a, b, c, ends) };
+        return;
+    }
+    general_mat_mul(T::one(), a, b, T::zero(), c);
+    ndarray::Zip::from(c).and(gate).for_each(|c, &g| {
+        if g <= T::zero() {
+            *c = T::zero();
+        }
+    });
 }
 
 /// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
@@ -201,6 +249,7 @@ pub fn affine<T: Element>(
             start: Some(bias),
             scale: 1.0,
             relu,
+            gate: None,
         };
         if let (Some(columns), Some(row)) = (columns, x.as_slice().filter(|_| x.nrows() == 1)) {
             // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
@@ -364,7 +413,7 @@ mod avx512 {
 
     use ndarray::{ArrayView2, ArrayViewMut2};
 
-    use super::{Ends, Raw, first_lanes, vector_masks};
+    use super::{Ends, Raw, first_lanes, gated, vector_masks};
 
     /// Rows of `C` per block: 6 with four column vectors, 8 with three or fewer (24 registers of
     /// sums either way).
@@ -403,6 +452,7 @@ mod avx512 {
             && c.strides()[0] >= 0
             && ends.start.is_none_or(|s| s.cols == 1)
             && ends.relu.is_none_or(|y| y.cols == 1)
+            && ends.gate.is_none_or(|g| g.cols == 1)
     }
 
     /// `C = start + A·B` for operands that [`fits`] accepts. A product with enough work is split
@@ -494,6 +544,10 @@ mod avx512 {
                         ptr: y.at(row, col),
                         ..y
                     }),
+                    gate: ends.gate.map(|g| Raw {
+                        ptr: g.at(row, col),
+                        ..g
+                    }),
                 };
                 // SAFETY: the tile's rows `row..row + rows` and columns `col..col + width` lie
                 // inside every operand (the last vector is masked); 7 or 8 rows come only with
@@ -544,11 +598,13 @@ mod avx512 {
         const MAX: usize = LAST_MAX;
         let count = cols.len();
         debug_assert!(count <= MAX);
-        // Stores one finished value (the start added), and its ReLU.
+        // Stores one finished value (gated, scaled, the start added), and its ReLU.
         let finish = |i: usize, j: usize, sum: f32| {
-            // SAFETY: the caller guarantees (i, j) lies inside C, the start and the ReLU output.
+            // SAFETY: the caller guarantees (i, j) lies inside C, the start, the ReLU output and
+            // the gate.
             unsafe {
-                let sum = ends.scale * sum;
+                let open = ends.gate.is_none_or(|g| *g.at(i, j) > 0.0);
+                let sum = if open { ends.scale * sum } else { 0.0 };
                 let value = ends.start.map_or(sum, |s| *s.at(i, j) + sum);
                 *c.at(i, j) = value;
                 if let Some(y) = ends.relu {
@@ -647,6 +703,7 @@ mod avx512 {
         start: Option<Raw>,
         scale: f32,
         relu: Option<Raw>,
+        gate: Option<Raw>,
     }
 
     /// One block: `R` rows of C, `width ≤ 64` columns, the whole of `k`. `s` holds A's strides,
@@ -662,9 +719,10 @@ mod avx512 {
         // loads and stores touch only the lanes inside `width`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            // Unscaled sums start from the start (a bias, or C); scaled ones get it at the end.
-            let scaled = tile.scale != 1.0;
-            if let Some(start) = tile.start.filter(|_| !scaled) {
+            // Plain sums start from the start (a bias, or C); scaled or gated ones get it at the
+            // end.
+            let late = tile.scale != 1.0 || tile.gate.is_some();
+            if let Some(start) = tile.start.filter(|_| !late) {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
                         acc[v] = _mm512_maskz_loadu_ps(masks[v], start.at(r, 16 * v));
@@ -689,10 +747,14 @@ mod avx512 {
                     _ => run::<R, 1>(&mut acc, a, rsa, csa, b, ldb, k, &masks),
                 }
             }
-            if scaled {
+            if late {
                 let scale = _mm512_set1_ps(tile.scale);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
+                        if let Some(g) = tile.gate {
+                            acc[v] =
+                                gated(acc[v], _mm512_maskz_loadu_ps(masks[v], g.at(r, 16 * v)));
+                        }
                         acc[v] = match tile.start {
                             Some(s) => _mm512_fmadd_ps(
                                 acc[v],

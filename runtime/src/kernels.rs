@@ -145,6 +145,18 @@ pub fn affine_backward_input<T: Element>(
     gemm(&dy, &w.t(), &mut dx, mode == GradMode::Add);
 }
 
+/// Affine backward for the input of a ReLU before it: `dx = (dy·Wᵀ) ⊙ [y > 0]`, where `y` is the
+/// ReLU's output and `dx` the gradient of the ReLU's input: [`affine_backward_input`] then
+/// [`relu_backward`] (setting) in one product, without the gradient between them.
+pub fn affine_relu_backward_input<T: Element>(
+    w: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    y: ArrayView2<T>,
+    mut dx: ArrayViewMut2<T>,
+) {
+    gemm::gemm_gated(&dy, &w.t(), &mut dx, &y);
+}
+
 /// ReLU forward: `y = max(x, 0)`.
 ///
 /// Local derivative: 1 where `x > 0`, else 0; `y > 0` exactly where `x > 0`, so the output serves

@@ -107,9 +107,12 @@ pub trait Trainable: Network {
     ///
     /// The same step as `gradient` then [`Sgd::new(lr).step`](crate::optim::Sgd), up to rounding, but
     /// generated networks fuse the update into the backward pass: each weight's gradient product
-    /// adds `−lr·xᵀ·dy` straight into the weight, so no parameter gradient is stored (the
-    /// gradients keep the values of the last `backward` or `gradient`) and no pass over the
-    /// parameters of its own runs. As after `gradient`, `backward` needs a new `loss` first.
+    /// adds `−lr·xᵀ·dy` straight into the weight, and a ReLU between two affine layers has its
+    /// backward pass folded into the input-gradient product of the layer after it. So no
+    /// parameter gradient is stored, nor the gradient of such a ReLU's output (those keep the
+    /// values of the last `backward` or `gradient`; the inputs' gradients are computed as
+    /// usual), and no pass over the parameters of its own runs. As after `gradient`, `backward`
+    /// needs a new `loss` first.
     fn sgd_step(
         &mut self,
         x: ArrayView2<'_, Self::Elem>,

@@ -436,3 +436,78 @@ fn sgd_update_matches_the_gradient_step_it_fuses() {
         }
     }
 }
+
+#[test]
+fn gated_input_gradient_is_the_product_then_relu_backward() {
+    use chainrule_runtime::kernels::{
+        GradMode, affine_backward_input, affine_relu_backward_input, relu_backward,
+    };
+    use chainrule_runtime::pool::set_threads;
+    // dx = (dy·Wᵀ) ⊙ [y > 0] for dy: m × n, W: k × n. One row, the in-place kernel (a copied Wᵀ,
+    // with its last two columns as dot products), and packed products (one block of k, two,
+    // and a Wᵀ too wide to read in place), into row-major and transposed gradients.
+    let shapes = [
+        (1, 10, 50),
+        (100, 10, 50),
+        (7, 3, 17),
+        (40, 64, 300),
+        (9, 1100, 300),
+        (256, 1024, 1024),
+    ];
+    for threads in [1, 2] {
+        set_threads(threads);
+        for (m, n, k) in shapes {
+            let what = format!("{threads} thread(s), m {m} n {n} k {k}");
+            let dy = filled(m, n, 13);
+            let w = filled(k, n, 14);
+            // About half positive, and some exact zeros (a ReLU's output at z ≤ 0).
+            let mut y = filled(m, k, 15);
+            y.indexed_iter_mut()
+                .filter(|((i, j), _)| (i + j) % 5 == 0)
+                .for_each(|(_, v)| *v = 0.0);
+            let mut product = Array2::from_elem((m, k), f32::NAN);
+            affine_backward_input(w.view(), dy.view(), product.view_mut(), GradMode::Set);
+            let mut expected = Array2::from_elem((m, k), f32::NAN);
+            relu_backward(y.view(), product.view(), expected.view_mut(), GradMode::Set);
+            assert!(expected.iter().any(|&v| v == 0.0) && expected.iter().any(|&v| v != 0.0));
+
+            let mut dx = Array2::from_elem((m, k), f32::NAN);
+            affine_relu_backward_input(w.view(), dy.view(), y.view(), dx.view_mut());
+            assert_eq!(dx, expected, "{what}");
+            // Into a transposed view (another kernel, which may sum in another order).
+            let mut product_t = Array2::from_elem((k, m), f32::NAN);
+            affine_backward_input(
+                w.view(),
+                dy.view(),
+                product_t.view_mut().reversed_axes(),
+                GradMode::Set,
+            );
+            let mut expected_t = Array2::from_elem((k, m), f32::NAN);
+            relu_backward(
+                y.view(),
+                product_t.t(),
+                expected_t.view_mut().reversed_axes(),
+                GradMode::Set,
+            );
+            let mut dxt = Array2::from_elem((k, m), f32::NAN);
+            affine_relu_backward_input(
+                w.view(),
+                dy.view(),
+                y.view(),
+                dxt.view_mut().reversed_axes(),
+            );
+            assert_eq!(dxt, expected_t, "into a transposed view, {what}");
+        }
+    }
+    // f64 (ndarray's product, then the gate).
+    let dy = filled(5, 4, 16).mapv(f64::from);
+    let w = filled(6, 4, 17).mapv(f64::from);
+    let y = filled(5, 6, 18).mapv(f64::from);
+    let mut product = Array2::zeros((5, 6));
+    affine_backward_input(w.view(), dy.view(), product.view_mut(), GradMode::Set);
+    let mut expected = Array2::zeros((5, 6));
+    relu_backward(y.view(), product.view(), expected.view_mut(), GradMode::Set);
+    let mut dx = Array2::from_elem((5, 6), f64::NAN);
+    affine_relu_backward_input(w.view(), dy.view(), y.view(), dx.view_mut());
+    assert_eq!(dx, expected, "f64");
+}

@@ -117,8 +117,8 @@ impl ColumnCopy<f32> {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends: Ends) {
     debug_assert!(
-        ends.scale == 1.0,
-        "one-row products are forward passes, unscaled"
+        ends.scale == 1.0 && ends.gate.is_none(),
+        "one-row products are forward passes, unscaled and ungated"
     );
     let k = x.len();
     let stride = stride(k);

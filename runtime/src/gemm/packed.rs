@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::{Ends, Raw, first_lanes, vector_masks};
+use super::{Ends, Raw, first_lanes, gated, vector_masks};
 
 /// Rows of `C` per micro-kernel call.
 const MR: usize = 6;
@@ -188,6 +188,10 @@ unsafe fn columns(
                                     ptr: y.at(i, j),
                                     ..y
                                 }),
+                                gate: ends.gate.map(|g| Raw {
+                                    ptr: g.at(i, j),
+                                    ..g
+                                }),
                             };
                             match rows {
                                 6 => micro::<6>(kc, tile, width),
@@ -342,17 +346,19 @@ struct Tile {
     start: Option<Raw>,
     scale: f32,
     relu: Option<Raw>,
+    /// Every block's sums count only where this is positive (see [`Ends`]).
+    gate: Option<Raw>,
 }
 
-/// `R × width` of C = start + scale·(`R` rows of `A` times the packed `B` panel), over `kc` steps
-/// (and `max(C, 0)` into the ReLU output, when given).
+/// `R × width` of C = start + scale·(`R` rows of `A` times the packed `B` panel, gated), over `kc`
+/// steps (and `max(C, 0)` into the ReLU output, when given).
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
     let s = tile.a_strides;
     // SAFETY (whole body): A has `R` rows and `kc` columns from `tile.a`; the panel holds `kc`
-    // steps of `NR` values, 64-byte aligned; C, the start and the ReLU output are touched only in
-    // `R` rows and, through the masks, `width` columns.
+    // steps of `NR` values, 64-byte aligned; C, the start, the ReLU output and the gate are
+    // touched only in `R` rows and, through the masks, `width` columns.
     unsafe {
         let rows: [*const f32; R] = std::array::from_fn(|r| tile.a.offset(r as isize * s.rows));
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
@@ -373,7 +379,7 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             }
         }
         let masks = vector_masks(width);
-        let contiguous = [Some(tile.c), tile.start, tile.relu]
+        let contiguous = [Some(tile.c), tile.start, tile.relu, tile.gate]
             .iter()
             .flatten()
             .all(|m| m.cols == 1);
@@ -382,6 +388,10 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             let scale = _mm512_set1_ps(tile.scale);
             for (r, acc) in acc.iter().enumerate() {
                 for (v, (&sum, &mask)) in acc.iter().zip(&masks).enumerate() {
+                    let sum = match tile.gate {
+                        Some(g) => gated(sum, _mm512_maskz_loadu_ps(mask, g.at(r, 16 * v))),
+                        None => sum,
+                    };
                     let sum = match tile.start {
                         Some(s) => _mm512_fmadd_ps(
                             sum,
@@ -408,7 +418,8 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                     _mm512_storeu_ps(values.as_mut_ptr().add(16 * v), sum);
                 }
                 for (j, &value) in values.iter().enumerate().take(width) {
-                    let value = tile.scale * value;
+                    let open = tile.gate.is_none_or(|g| *g.at(r, j) > 0.0);
+                    let value = if open { tile.scale * value } else { 0.0 };
                     let value = tile.start.map_or(value, |s| *s.at(r, j) + value);
                     *tile.c.at(r, j) = value;
                     if let Some(y) = tile.relu {
