@@ -338,24 +338,30 @@ where
     N: Trainable,
     for<'t> N::Targets<'t>: Copy,
 {
-    let (mut fused, mut plain) = (make(), make());
-    let mut sgd = Sgd::new(0.5);
-    for step in 0..4 {
-        let want = plain.gradient(x.view(), t).unwrap();
-        sgd.step(&mut plain);
-        let got = fused.sgd_step(x.view(), t, 0.5).unwrap();
-        let (want, got) = (want.to_f64(), got.to_f64());
-        assert!(
-            (want - got).abs() <= tol * want.abs(),
-            "step {step}: loss {got} vs {want}"
-        );
-        let gap = param_gap(&plain, &fused);
-        assert!(
-            gap <= tol,
-            "step {step}: parameters differ by {gap:e} (relative)"
-        );
+    for decay in [0.0, 0.3] {
+        let (mut fused, mut plain) = (make(), make());
+        let mut sgd = Sgd::new(0.5).with_weight_decay(decay);
+        for step in 0..4 {
+            let want = plain.gradient(x.view(), t).unwrap();
+            sgd.step(&mut plain);
+            let got = if decay == 0.0 {
+                fused.sgd_step(x.view(), t, 0.5)
+            } else {
+                fused.sgd_step_with_decay(x.view(), t, 0.5, decay)
+            };
+            let (want, got) = (want.to_f64(), got.unwrap().to_f64());
+            assert!(
+                (want - got).abs() <= tol * want.abs(),
+                "decay {decay}, step {step}: loss {got} vs {want}"
+            );
+            let gap = param_gap(&plain, &fused);
+            assert!(
+                gap <= tol,
+                "decay {decay}, step {step}: parameters differ by {gap:e} (relative)"
+            );
+        }
+        assert!(param_gap(&make(), &fused) > 1e-3, "the parameters moved");
     }
-    assert!(param_gap(&make(), &fused) > 1e-3, "the parameters moved");
 }
 
 #[test]
@@ -447,7 +453,7 @@ fn sgd_step_keeps_input_gradients_and_checks_its_batch() {
 }
 
 #[test]
-fn train_step_fuses_plain_sgd_and_steps_the_others_after_the_gradient() {
+fn train_step_fuses_sgd_and_steps_the_others_after_the_gradient() {
     network! { struct Net { affine(6, 8) -> relu -> affine(8, 3) -> softmax_cross_entropy } }
     let x = Array2::from_shape_fn((5, 6), |(i, j)| ((i * 5 + j * 3) % 7) as f32 / 7.0 - 0.4);
     let labels = [0usize, 2, 1, 1, 0];
@@ -466,14 +472,19 @@ fn train_step_fuses_plain_sgd_and_steps_the_others_after_the_gradient() {
     };
     let fused =
         |net: &mut Net, optim: &mut Optim| net.sgd_step(x.view(), &labels, optim.lr()).unwrap();
+    let fused_decay = |net: &mut Net, optim: &mut Optim| {
+        net.sgd_step_with_decay(x.view(), &labels, optim.lr(), 0.1)
+            .unwrap()
+    };
     let unfused = |net: &mut Net, optim: &mut Optim| {
         let loss = net.gradient(x.view(), &labels).unwrap();
         optim.step(net);
         loss
     };
     check(Sgd::new(0.3).into(), &fused);
-    check(Sgd::new(0.3).with_weight_decay(0.1).into(), &unfused);
+    check(Sgd::new(0.3).with_weight_decay(0.1).into(), &fused_decay);
     check(Adam::new(0.01).into(), &unfused);
+    check(Adam::new(0.01).with_weight_decay(0.1).into(), &unfused);
     // The fused step stores no gradients: after it, they are still the last gradient's.
     let mut net = make();
     net.gradient(x.view(), &labels).unwrap();

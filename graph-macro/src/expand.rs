@@ -196,7 +196,7 @@ impl Generator<'_> {
                 let (mut params, mut args) = self.batch_param(reads, elem);
                 if node.op.updates_params() || self.gated_into_reader(node) {
                     let comma = (!params.is_empty()).then(|| quote!(,));
-                    params.extend(quote!(#comma sgd: ::core::option::Option<#elem>));
+                    params.extend(quote!(#comma sgd: ::core::option::Option<(#elem, #elem)>));
                     args.extend(quote!(#comma sgd));
                     backward_updates = true;
                 }
@@ -281,12 +281,13 @@ impl Generator<'_> {
                 }
 
                 /// The backward pass, in reverse topological order: the chain rule, node by node.
-                /// `batch` is the forward pass's. With `sgd = Some(η)`, each node with parameters
-                /// applies `p ← p − η·∂L/∂p` to them instead of storing their gradients.
+                /// `batch` is the forward pass's. With `sgd = Some((η, λ))`, each node with
+                /// parameters applies an SGD step with learning rate `η` and weight decay `λ` to
+                /// them instead of storing their gradients.
                 fn run_backward(
                     &mut self,
                     batch: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    sgd: ::core::option::Option<#elem>,
+                    sgd: ::core::option::Option<(#elem, #elem)>,
                 ) {
                     #backward_unused
                     #(#backward_calls)*
@@ -459,14 +460,15 @@ impl Generator<'_> {
                     ::chainrule::kernels::#kernel(#x, t, self.#dx.view_mut())
                 }
 
-                /// `gradient` (`sgd = None`) or `sgd_step` (`sgd = Some(η)`): the forward pass,
+                /// `gradient` (`sgd = None`) or `sgd_step_with_decay` (`sgd = Some((η, λ))`): the
+                /// forward pass,
                 /// the loss and the backward pass, all reading `x` in place, so nothing is kept
                 /// for a later `backward`.
                 fn train_pass(
                     &mut self,
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                     t: <Self as ::chainrule::Trainable>::Targets<'_>,
-                    sgd: ::core::option::Option<#elem>,
+                    sgd: ::core::option::Option<(#elem, #elem)>,
                 ) -> ::chainrule::Result<#elem> {
                     let outputs = <Self as ::chainrule::Network>::OUTPUT;
                     ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
@@ -516,14 +518,18 @@ impl Generator<'_> {
                     self.train_pass(x, t, ::core::option::Option::None)
                 }
 
-                fn sgd_step(
+                fn sgd_step_with_decay(
                     &mut self,
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                     t: Self::Targets<'_>,
                     lr: f64,
+                    weight_decay: f64,
                 ) -> ::chainrule::Result<#elem> {
-                    let lr = <#elem as ::chainrule::Element>::from_f64(lr);
-                    self.train_pass(x, t, ::core::option::Option::Some(lr))
+                    let step = (
+                        <#elem as ::chainrule::Element>::from_f64(lr),
+                        <#elem as ::chainrule::Element>::from_f64(weight_decay),
+                    );
+                    self.train_pass(x, t, ::core::option::Option::Some(step))
                 }
             }
         }
@@ -700,7 +706,7 @@ impl Generator<'_> {
                         // ReLU output's and sets the ReLU input's gradient in the product.
                         Some(relu) => {
                             note.push_str(&format!(
-                                " With `sgd = Some(η)` the input gradient's product does `{}`'s \
+                                " With `sgd = Some(_)` the input gradient's product does `{}`'s \
                                  backward pass as well: dx = (dy·Wᵀ) ⊙ [y > 0].",
                                 relu.ident
                             ));
@@ -724,8 +730,9 @@ impl Generator<'_> {
                         ::core::option::Option::None => ::chainrule::kernels::#params(
                             #x, self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
                         ),
-                        ::core::option::Option::Some(lr) => ::chainrule::kernels::#update(
+                        ::core::option::Option::Some((lr, decay)) => ::chainrule::kernels::#update(
                             #x, self.#dy.view(), self.#w.value_mut(), self.#b.value_mut(), lr,
+                            decay,
                         ),
                     }
                 });
@@ -746,7 +753,7 @@ impl Generator<'_> {
                 };
                 if self.gated_into_reader(node) {
                     note.push_str(
-                        " With `sgd = Some(η)` the product after it has done this already.",
+                        " With `sgd = Some(_)` the product after it has done this already.",
                     );
                     body = quote!(if sgd.is_none() { #body });
                 }

@@ -167,7 +167,7 @@ pub static OPS: &[OpSpec] = &[
             backward_input: "affine_backward_input",
             sgd_update: "affine_sgd_update",
             forward_math: "y = x·W + b",
-            backward_math: "dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (with `sgd = Some(η)`: W −= η·xᵀ·dy, b −= η·Σ_rows dy, in place of dW and db)",
+            backward_math: "dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (with `sgd = Some((η, λ))`: W ← (1 − η·λ)·W − η·xᵀ·dy, b −= η·Σ_rows dy, in place of dW and db)",
         },
     },
     OpSpec {

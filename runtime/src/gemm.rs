@@ -92,8 +92,9 @@ impl Raw {
 unsafe impl Send for Raw {}
 unsafe impl Sync for Raw {}
 
-/// How a product begins and ends besides the multiply-adds: `C = start + scale·(A·B ⊙ [G > 0])`
-/// (the gate `G` only when given), and `max(C, 0)` as well when a ReLU follows.
+/// How a product begins and ends besides the multiply-adds:
+/// `C = keep·start + scale·(A·B ⊙ [G > 0])` (the gate `G` only when given), and `max(C, 0)` as
+/// well when a ReLU follows.
 #[derive(Clone, Copy)]
 struct Ends {
     /// The sums start from this matrix, of C's shape: C itself to accumulate, or a bias row
@@ -102,6 +103,8 @@ struct Ends {
     /// What the products are multiplied by before the start is added: 1 for a plain product,
     /// `−η` for an SGD step written into a weight.
     scale: f32,
+    /// What the start is multiplied by: 1, or `1 − η·λ` for an SGD step with weight decay `λ`.
+    keep: f32,
     /// Where `max(C, 0)` goes as well, once C is complete: a ReLU fused into the product.
     relu: Option<Raw>,
     /// A matrix of C's shape where the product counts only where it is positive: a ReLU's
@@ -115,6 +118,7 @@ impl Ends {
         Ends {
             start,
             scale: 1.0,
+            keep: 1.0,
             relu: None,
             gate: None,
         }
@@ -165,28 +169,28 @@ pub fn gemm<T: Element>(
     general_mat_mul(T::one(), a, b, beta, c);
 }
 
-/// `C += α·A·B`: what plain SGD does to a weight with its gradient product (`W += (−η)·xᵀ·dy`),
-/// in one product that reads and writes `C` once: with AVX-512, each block of sums is scaled and
-/// added to `C` as it is stored.
-pub fn gemm_add_scaled<T: Element>(
+/// `C = β·C + α·A·B`: what SGD does to a weight with its gradient product
+/// (`W = (1 − η·λ)·W + (−η)·xᵀ·dy`, with weight decay `λ`), in one product that reads and writes
+/// `C` once: with AVX-512, each block of sums is scaled and added to `C` as it is stored.
+pub fn gemm_scaled<T: Element>(
     alpha: T,
     a: &ArrayView2<T>,
     b: &ArrayView2<T>,
+    beta: T,
     c: &mut ArrayViewMut2<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if let Some((a, b, c)) = as_f32_with_avx512(a, b, c) {
         let ends = Ends {
-            start: Some(Raw::of_mut(c)),
             scale: alpha.to_f64() as f32,
-            relu: None,
-            gate: None,
+            keep: beta.to_f64() as f32,
+            ..Ends::from(Some(Raw::of_mut(c)))
         };
         // SAFETY: AVX-512F is present, and the start is C itself.
         unsafe { product(a, b, c, ends) };
         return;
     }
-    general_mat_mul(alpha, a, b, T::one(), c);
+    general_mat_mul(alpha, a, b, beta, c);
 }
 
 /// `C = A·B ⊙ [G > 0]`: the product where the gate `G` (of C's shape) is positive, 0 elsewhere.
@@ -246,10 +250,8 @@ pub fn affine<T: Element>(
             Raw::of_mut(unsafe { &mut *(y as *mut ArrayViewMut2<T> as *mut ArrayViewMut2<f32>) })
         });
         let ends = Ends {
-            start: Some(bias),
-            scale: 1.0,
             relu,
-            gate: None,
+            ..Ends::from(Some(bias))
         };
         if let (Some(columns), Some(row)) = (columns, x.as_slice().filter(|_| x.nrows() == 1)) {
             // SAFETY: `T` is `f32` (checked by `as_f32_with_avx512`).
@@ -540,6 +542,7 @@ mod avx512 {
                         ..s
                     }),
                     scale: ends.scale,
+                    keep: ends.keep,
                     relu: ends.relu.map(|y| Raw {
                         ptr: y.at(row, col),
                         ..y
@@ -598,14 +601,14 @@ mod avx512 {
         const MAX: usize = LAST_MAX;
         let count = cols.len();
         debug_assert!(count <= MAX);
-        // Stores one finished value (gated, scaled, the start added), and its ReLU.
+        // Stores one finished value (gated, scaled, the kept start added), and its ReLU.
         let finish = |i: usize, j: usize, sum: f32| {
             // SAFETY: the caller guarantees (i, j) lies inside C, the start, the ReLU output and
             // the gate.
             unsafe {
                 let open = ends.gate.is_none_or(|g| *g.at(i, j) > 0.0);
                 let sum = if open { ends.scale * sum } else { 0.0 };
-                let value = ends.start.map_or(sum, |s| *s.at(i, j) + sum);
+                let value = ends.start.map_or(sum, |s| ends.keep * *s.at(i, j) + sum);
                 *c.at(i, j) = value;
                 if let Some(y) = ends.relu {
                     *y.at(i, j) = value.max(0.0);
@@ -702,6 +705,7 @@ mod avx512 {
         c: Raw,
         start: Option<Raw>,
         scale: f32,
+        keep: f32,
         relu: Option<Raw>,
         gate: Option<Raw>,
     }
@@ -720,8 +724,8 @@ mod avx512 {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
             // Plain sums start from the start (a bias, or C); scaled or gated ones get it at the
-            // end.
-            let late = tile.scale != 1.0 || tile.gate.is_some();
+            // end, multiplied by `keep`.
+            let late = tile.scale != 1.0 || tile.keep != 1.0 || tile.gate.is_some();
             if let Some(start) = tile.start.filter(|_| !late) {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
@@ -748,7 +752,7 @@ mod avx512 {
                 }
             }
             if late {
-                let scale = _mm512_set1_ps(tile.scale);
+                let (scale, keep) = (_mm512_set1_ps(tile.scale), _mm512_set1_ps(tile.keep));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
                         if let Some(g) = tile.gate {
@@ -759,7 +763,10 @@ mod avx512 {
                             Some(s) => _mm512_fmadd_ps(
                                 acc[v],
                                 scale,
-                                _mm512_maskz_loadu_ps(masks[v], s.at(r, 16 * v)),
+                                _mm512_mul_ps(
+                                    keep,
+                                    _mm512_maskz_loadu_ps(masks[v], s.at(r, 16 * v)),
+                                ),
                             ),
                             None => _mm512_mul_ps(acc[v], scale),
                         };

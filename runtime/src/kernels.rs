@@ -94,18 +94,20 @@ pub fn affine_backward_params<T: Element>(
     column_sums(dy, db, &|d, sum| *d = sum);
 }
 
-/// Affine backward for the parameters with plain SGD written in: `W ← W − η·xᵀ·dy`,
-/// `b ← b − η·Σ_rows dy`. The gradient product adds into the weight itself, so no gradient is
-/// stored and the update costs no pass of its own. The input gradient needs the weight the
-/// forward pass used: call [`affine_backward_input`] first.
+/// Affine backward for the parameters with an SGD step written in: `W ← (1 − η·λ)·W − η·xᵀ·dy`,
+/// `b ← b − η·Σ_rows dy`, for learning rate `η` and weight decay `λ` (on the weight, not the
+/// bias, as in [`Sgd`](crate::optim::Sgd)). The gradient product adds into the weight itself, so
+/// no gradient is stored and the update costs no pass of its own. The input gradient needs the
+/// weight the forward pass used: call [`affine_backward_input`] first.
 pub fn affine_sgd_update<T: Element>(
     x: ArrayView2<T>,
     dy: ArrayView2<T>,
     mut w: ArrayViewMut2<T>,
     b: ArrayViewMut1<T>,
     lr: T,
+    weight_decay: T,
 ) {
-    gemm::gemm_add_scaled(-lr, &x.t(), &dy, &mut w);
+    gemm::gemm_scaled(-lr, &x.t(), &dy, T::one() - lr * weight_decay, &mut w);
     column_sums(dy, b, &|b, sum| *b -= lr * sum);
 }
 

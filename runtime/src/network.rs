@@ -103,24 +103,41 @@ pub trait Trainable: Network {
     }
 
     /// One step of plain SGD on a batch: the loss, its gradients, and `p ← p − lr·∂L/∂p` for every
-    /// parameter. Returns the loss.
-    ///
-    /// The same step as `gradient` then [`Sgd::new(lr).step`](crate::optim::Sgd), up to rounding, but
-    /// generated networks fuse the update into the backward pass: each weight's gradient product
-    /// adds `−lr·xᵀ·dy` straight into the weight, and a ReLU between two affine layers has its
-    /// backward pass folded into the input-gradient product of the layer after it. So no
-    /// parameter gradient is stored, nor the gradient of such a ReLU's output (those keep the
-    /// values of the last `backward` or `gradient`; the inputs' gradients are computed as
-    /// usual), and no pass over the parameters of its own runs. As after `gradient`, `backward`
-    /// needs a new `loss` first.
+    /// parameter. Returns the loss. [`sgd_step_with_decay`](Self::sgd_step_with_decay) with a
+    /// weight decay of 0.
     fn sgd_step(
         &mut self,
         x: ArrayView2<'_, Self::Elem>,
         t: Self::Targets<'_>,
         lr: f64,
     ) -> Result<Self::Elem> {
+        self.sgd_step_with_decay(x, t, lr, 0.0)
+    }
+
+    /// One step of SGD with L2 weight decay `λ` on a batch: the loss, its gradients, and
+    /// `W ← W − lr·(∂L/∂W + λ·W)` for every weight (`b ← b − lr·∂L/∂b` for biases and other
+    /// one-axis parameters). Returns the loss.
+    ///
+    /// The same step as `gradient` then
+    /// [`Sgd::new(lr).with_weight_decay(λ).step`](crate::optim::Sgd), up to rounding, but
+    /// generated networks fuse the update into the backward pass: each weight's gradient product
+    /// is added, times `−lr`, straight into the weight scaled by `1 − lr·λ`, and a ReLU between
+    /// two affine layers has its backward pass folded into the input-gradient product of the
+    /// layer after it. So no parameter gradient is stored, nor the gradient of such a ReLU's
+    /// output (those keep the values of the last `backward` or `gradient`; the inputs' gradients
+    /// are computed as usual), and no pass over the parameters of its own runs. As after
+    /// `gradient`, `backward` needs a new `loss` first.
+    fn sgd_step_with_decay(
+        &mut self,
+        x: ArrayView2<'_, Self::Elem>,
+        t: Self::Targets<'_>,
+        lr: f64,
+        weight_decay: f64,
+    ) -> Result<Self::Elem> {
         let loss = self.gradient(x, t)?;
-        crate::optim::Sgd::new(lr).step(self);
+        crate::optim::Sgd::new(lr)
+            .with_weight_decay(weight_decay)
+            .step(self);
         Ok(loss)
     }
 

@@ -395,9 +395,9 @@ fn sgd_update_matches_the_gradient_step_it_fuses() {
     use chainrule_runtime::kernels::affine_sgd_update;
     use chainrule_runtime::pool::set_threads;
     // The in-place product (≤ 256 columns, with a ragged last vector, or at most 16 computed
-    // along the rows of the weight), the packed one (with a
-    // batch over one block of k: 300), and a gradient large enough that the bias sums are shared
-    // between threads.
+    // along the rows of the weight), the packed one (with a batch over one block of k: 300, where
+    // only the first block may scale the weight), and a gradient large enough that the bias sums
+    // are shared between threads; without and with weight decay.
     let shapes = [
         (1, 3, 5),
         (64, 100, 10),
@@ -407,26 +407,28 @@ fn sgd_update_matches_the_gradient_step_it_fuses() {
         (256, 784, 1024),
     ];
     let lr = 0.25f32;
-    for threads in [1, 2] {
+    for (threads, decay) in [(1, 0.0), (2, 0.0), (1, 0.5), (2, 0.5)] {
         set_threads(threads);
         for (m, k, n) in shapes {
-            let what = format!("{threads} thread(s), batch {m}, {k} → {n}");
+            let what = format!("{threads} thread(s), decay {decay}, batch {m}, {k} → {n}");
             let x = filled(m, k, 3);
             let dy = filled(m, n, 4);
             let mut w = filled(k, n, 5);
             let mut b = Array1::from_shape_fn(n, |j| j as f32 * 0.5 - 3.0);
-            let expected_w = w.mapv(f64::from) - f64::from(lr) * reference(x.t(), dy.view());
+            let keep = 1.0 - f64::from(lr) * f64::from(decay);
+            let expected_w = keep * w.mapv(f64::from) - f64::from(lr) * reference(x.t(), dy.view());
             let expected_b =
                 b.mapv(f64::from) - f64::from(lr) * dy.mapv(f64::from).sum_axis(ndarray::Axis(0));
             // A weight stored transposed as well (column-major: element by element).
             let mut wt = Array2::zeros((n, k));
             wt.assign(&w.t());
-            affine_sgd_update(x.view(), dy.view(), w.view_mut(), b.view_mut(), lr);
-            assert_close(w.view(), &expected_w, m, &format!("W − η·xᵀ·dy, {what}"));
+            affine_sgd_update(x.view(), dy.view(), w.view_mut(), b.view_mut(), lr, decay);
+            let update = "(1 − η·λ)·W − η·xᵀ·dy";
+            assert_close(w.view(), &expected_w, m, &format!("{update}, {what}"));
             let mut bt = Array1::zeros(n);
             let wt_view = wt.view_mut().reversed_axes();
-            affine_sgd_update(x.view(), dy.view(), wt_view, bt.view_mut(), lr);
-            assert_close(wt.t(), &expected_w, m, &format!("Wᵀ stored, {what}"));
+            affine_sgd_update(x.view(), dy.view(), wt_view, bt.view_mut(), lr, decay);
+            assert_close(wt.t(), &expected_w, m, &format!("{update} into Wᵀ, {what}"));
             assert_close(
                 b.view().insert_axis(ndarray::Axis(0)),
                 &expected_b.insert_axis(ndarray::Axis(0)),

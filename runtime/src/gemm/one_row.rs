@@ -112,12 +112,13 @@ impl ColumnCopy<f32> {
 /// # Safety
 /// AVX-512F must be present; `x` must hold k contiguous floats, `columns` must come from
 /// [`ColumnCopy::for_one_row`] for a k-row weight with as many columns as `z`; `z` must have one
-/// row, and `ends` must address matrices of its shape, with a scale of 1 (a forward pass).
+/// row, and `ends` must address matrices of its shape, with a scale and keep of 1 and no gate (a
+/// forward pass).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends: Ends) {
     debug_assert!(
-        ends.scale == 1.0 && ends.gate.is_none(),
+        ends.scale == 1.0 && ends.keep == 1.0 && ends.gate.is_none(),
         "one-row products are forward passes, unscaled and ungated"
     );
     let k = x.len();

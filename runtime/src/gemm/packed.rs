@@ -73,7 +73,7 @@ pub unsafe fn gemm(
             for j in 0..n {
                 // SAFETY: (i, j) lies inside C, the start and the ReLU output.
                 unsafe {
-                    let value = ends.start.map_or(0.0, |s| *s.at(i, j));
+                    let value = ends.start.map_or(0.0, |s| ends.keep * *s.at(i, j));
                     *c.at(i, j) = value;
                     if let Some(y) = ends.relu {
                         *y.at(i, j) = value.max(0.0);
@@ -134,7 +134,11 @@ unsafe fn columns(
                 let kc = depth.min(k - pc);
                 // The first block of k starts from the given start, later ones from C; the
                 // last one also writes the ReLU output.
-                let from = if pc == 0 { ends.start } else { Some(c) };
+                let (from, keep) = if pc == 0 {
+                    (ends.start, ends.keep)
+                } else {
+                    (Some(c), 1.0)
+                };
                 let relu = if pc + kc == k { ends.relu } else { None };
                 // SAFETY (this block): packing reads rows `pc..pc + kc` and columns `jc..jc + nc`
                 // of B, inside the operand, into a buffer sized above for the largest block; the
@@ -184,6 +188,7 @@ unsafe fn columns(
                                     ..s
                                 }),
                                 scale: ends.scale,
+                                keep,
                                 relu: relu.map(|y| Raw {
                                     ptr: y.at(i, j),
                                     ..y
@@ -345,13 +350,14 @@ struct Tile {
     c: Raw,
     start: Option<Raw>,
     scale: f32,
+    keep: f32,
     relu: Option<Raw>,
     /// Every block's sums count only where this is positive (see [`Ends`]).
     gate: Option<Raw>,
 }
 
-/// `R × width` of C = start + scale·(`R` rows of `A` times the packed `B` panel, gated), over `kc`
-/// steps (and `max(C, 0)` into the ReLU output, when given).
+/// `R × width` of C = keep·start + scale·(`R` rows of `A` times the packed `B` panel, gated), over
+/// `kc` steps (and `max(C, 0)` into the ReLU output, when given).
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
@@ -384,8 +390,8 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             .flatten()
             .all(|m| m.cols == 1);
         if contiguous {
-            // With a scale of 1 the multiplications are exact: start + sum, rounded once.
-            let scale = _mm512_set1_ps(tile.scale);
+            // With a scale and keep of 1 the multiplications are exact: start + sum, rounded once.
+            let (scale, keep) = (_mm512_set1_ps(tile.scale), _mm512_set1_ps(tile.keep));
             for (r, acc) in acc.iter().enumerate() {
                 for (v, (&sum, &mask)) in acc.iter().zip(&masks).enumerate() {
                     let sum = match tile.gate {
@@ -396,7 +402,7 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                         Some(s) => _mm512_fmadd_ps(
                             sum,
                             scale,
-                            _mm512_maskz_loadu_ps(mask, s.at(r, 16 * v)),
+                            _mm512_mul_ps(keep, _mm512_maskz_loadu_ps(mask, s.at(r, 16 * v))),
                         ),
                         None => _mm512_mul_ps(sum, scale),
                     };
@@ -420,7 +426,9 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                 for (j, &value) in values.iter().enumerate().take(width) {
                     let open = tile.gate.is_none_or(|g| *g.at(r, j) > 0.0);
                     let value = if open { tile.scale * value } else { 0.0 };
-                    let value = tile.start.map_or(value, |s| *s.at(r, j) + value);
+                    let value = tile
+                        .start
+                        .map_or(value, |s| tile.keep * *s.at(r, j) + value);
                     *tile.c.at(r, j) = value;
                     if let Some(y) = tile.relu {
                         *y.at(r, j) = value.max(0.0);
