@@ -5,8 +5,9 @@
 //! into the outputs, which keeps every output's sum in a register chain and reads rows that
 //! straddle cache lines (2.3 µs for the book's 784×50 layer on one core). Column-major and
 //! 64-byte aligned, every output is a dot product over whole cache lines, four outputs at a
-//! time sharing each load of `x`: about the time it takes to stream the matrix from L2
-//! (1.3 µs). The copy is kept with the weight ([`ColumnCopy`] in [`Param`](crate::Param)),
+//! time sharing each load of `x`: 1.35 µs, near the time it takes just to stream the matrix's
+//! 157 KB from L2 (1.12 µs for a loop of nothing but loads on this machine; the weight does not
+//! fit in L1, so every call streams it). The copy is kept with the weight ([`ColumnCopy`] in [`Param`](crate::Param)),
 //! made once the weight has served [`USES_BEFORE_COPY`] one-row products unchanged, and dropped
 //! whenever the weight may change.
 
@@ -124,55 +125,38 @@ pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends:
     let k = x.len();
     let stride = stride(k);
     debug_assert_eq!(columns.len(), stride * n);
-    let full = k / 16;
-    let tail = first_lanes(k % 16);
-    let x = x.as_ptr();
+    // Every group of columns reads all of x again: from a 64-byte boundary its vectors are whole
+    // cache lines, where a row elsewhere straddles two lines with every load (784×50: 1.39 →
+    // 1.35 µs).
+    let mut aligned = std::mem::MaybeUninit::<[__m512; ALIGNED_MAX / 16]>::uninit();
+    let x = if k <= ALIGNED_MAX && !(x.as_ptr() as usize).is_multiple_of(64) {
+        let to = aligned.as_mut_ptr().cast::<f32>();
+        // SAFETY: the buffer holds ALIGNED_MAX ≥ k floats; the k written are then read.
+        unsafe {
+            std::ptr::copy_nonoverlapping(x.as_ptr(), to, k);
+            std::slice::from_raw_parts(to, k)
+        }
+    } else {
+        x
+    };
     let mut j = 0;
     while j < n {
         let outputs = (n - j).min(4);
-        // Two sums per output (even and odd vectors of the column), so that each register's
-        // chain of multiply-adds is half as long.
-        let mut even = [_mm512_setzero_ps(); 4];
-        let mut odd = [_mm512_setzero_ps(); 4];
-        let column = |o: usize| columns.as_ptr().wrapping_add((j + o) * stride);
-        // SAFETY (the loads below): `x` holds k floats and the tail load is masked to them;
-        // every column holds `stride` ≥ k floats, 64-byte aligned (`stride` is a multiple of
-        // 16 and the copy starts on a boundary); `o < outputs` keeps to the n columns.
-        unsafe {
-            let mut p = 0;
-            while p + 2 <= full {
-                let x0 = _mm512_loadu_ps(x.add(16 * p));
-                let x1 = _mm512_loadu_ps(x.add(16 * p + 16));
-                for o in 0..4 {
-                    if o < outputs {
-                        let c = column(o).add(16 * p);
-                        even[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(c), even[o]);
-                        odd[o] = _mm512_fmadd_ps(x1, _mm512_load_ps(c.add(16)), odd[o]);
-                    }
-                }
-                p += 2;
+        let group = columns.as_ptr().wrapping_add(j * stride);
+        // SAFETY: the group's `outputs` columns of `stride` ≥ k floats each lie in `columns`
+        // (the caller's contract), 64-byte aligned.
+        let sums = unsafe {
+            match outputs {
+                4 => sums::<4>(x, group, stride),
+                3 => sums::<3>(x, group, stride),
+                2 => sums::<2>(x, group, stride),
+                _ => sums::<1>(x, group, stride),
             }
-            if p < full {
-                let x0 = _mm512_loadu_ps(x.add(16 * p));
-                for (o, sum) in even.iter_mut().enumerate().take(outputs) {
-                    *sum = _mm512_fmadd_ps(x0, _mm512_load_ps(column(o).add(16 * p)), *sum);
-                }
-                p += 1;
-            }
-            if tail != 0 {
-                let x0 = _mm512_maskz_loadu_ps(tail, x.add(16 * p));
-                for (o, sum) in odd.iter_mut().enumerate().take(outputs) {
-                    *sum = _mm512_fmadd_ps(x0, _mm512_load_ps(column(o).add(16 * p)), *sum);
-                }
-            }
-        }
-        for o in 0..outputs {
-            let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(even[o], odd[o]));
+        };
+        for (o, &sum) in sums.iter().enumerate().take(outputs) {
             // SAFETY: the caller vouches that `z` and `ends` address one row of n columns.
             unsafe {
-                if let Some(start) = ends.start {
-                    sum += *start.at(0, j + o);
-                }
+                let sum = ends.start.map_or(sum, |start| sum + *start.at(0, j + o));
                 *z.at(0, j + o) = sum;
                 if let Some(relu) = ends.relu {
                     *relu.at(0, j + o) = sum.max(0.0);
@@ -181,4 +165,60 @@ pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends:
         }
         j += outputs;
     }
+}
+
+/// The longest row copied to a 64-byte boundary before a one-row product (8 KB on the stack).
+const ALIGNED_MAX: usize = 2048;
+
+/// The dot products of `x` with the `O` columns from `group` on (`stride` floats apart), in the
+/// first `O` of four sums; a loop for each `O`, so that no step asks which columns exist.
+///
+/// # Safety
+/// AVX-512F must be present; the `O` columns must each hold `stride` ≥ `x.len()` floats from a
+/// 64-byte boundary.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn sums<const O: usize>(x: &[f32], group: *const f32, stride: usize) -> [f32; 4] {
+    let k = x.len();
+    let (full, tail) = (k / 16, first_lanes(k % 16));
+    let x = x.as_ptr();
+    // Two sums per output (even and odd vectors of the column), so that each register's chain of
+    // multiply-adds is half as long.
+    let mut even = [_mm512_setzero_ps(); O];
+    let mut odd = [_mm512_setzero_ps(); O];
+    let column: [*const f32; O] = std::array::from_fn(|o| group.wrapping_add(o * stride));
+    // SAFETY (the loads): `x` holds k floats and the tail load is masked to them; the columns
+    // hold `stride` ≥ k floats, aligned (the caller's contract).
+    unsafe {
+        let mut p = 0;
+        while p + 2 <= full {
+            let x0 = _mm512_loadu_ps(x.add(16 * p));
+            let x1 = _mm512_loadu_ps(x.add(16 * p + 16));
+            for o in 0..O {
+                let c = column[o].add(16 * p);
+                even[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(c), even[o]);
+                odd[o] = _mm512_fmadd_ps(x1, _mm512_load_ps(c.add(16)), odd[o]);
+            }
+            p += 2;
+        }
+        if p < full {
+            let x0 = _mm512_loadu_ps(x.add(16 * p));
+            for o in 0..O {
+                even[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(column[o].add(16 * p)), even[o]);
+            }
+            p += 1;
+        }
+        if tail != 0 {
+            let x0 = _mm512_maskz_loadu_ps(tail, x.add(16 * p));
+            for o in 0..O {
+                odd[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(column[o].add(16 * p)), odd[o]);
+            }
+        }
+    }
+    let mut out = [0.0; 4];
+    for o in 0..O {
+        out[o] = _mm512_reduce_add_ps(_mm512_add_ps(even[o], odd[o]));
+    }
+    out
 }
