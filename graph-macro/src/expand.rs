@@ -461,9 +461,8 @@ impl Generator<'_> {
                 }
 
                 /// `gradient` (`sgd = None`) or `sgd_step_with_decay` (`sgd = Some((η, λ))`): the
-                /// forward pass,
-                /// the loss and the backward pass, all reading `x` in place, so nothing is kept
-                /// for a later `backward`.
+                /// forward pass, the loss and the backward pass, all reading `x` in place, so
+                /// nothing is kept for a later `backward`.
                 fn train_pass(
                     &mut self,
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,

@@ -89,7 +89,7 @@ pub enum InitSpec {
 #[derive(Debug, Clone, Copy)]
 pub enum Kernels {
     /// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx)`, and
-    /// `sgd_update(x, dy, w, b, η)` in place of `backward_params` when a step of plain SGD is
+    /// `sgd_update(x, dy, w, b, η, λ)` in place of `backward_params` when a step of SGD is
     /// fused into the backward pass.
     Affine {
         forward: &'static str,

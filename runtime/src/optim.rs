@@ -35,8 +35,9 @@ pub trait Optimizer {
     fn step<N: Network + ?Sized>(&mut self, net: &mut N);
 
     /// One training step on a batch: [`Trainable::gradient`], then [`step`](Optimizer::step).
-    /// Returns the loss. SGD takes [`Trainable::sgd_step_with_decay`] instead, which writes the
-    /// update in the backward pass (and so stores no gradients).
+    /// Returns the loss. SGD takes [`Trainable::sgd_step`] (or, with weight decay,
+    /// [`Trainable::sgd_step_with_decay`]) instead, which writes the update in the backward pass
+    /// (and so stores no gradients).
     fn train_step<N: Trainable + ?Sized>(
         &mut self,
         net: &mut N,
@@ -234,6 +235,9 @@ impl Optimizer for Sgd {
         x: ArrayView2<'_, N::Elem>,
         t: N::Targets<'_>,
     ) -> Result<N::Elem> {
+        if self.weight_decay == 0.0 {
+            return net.sgd_step(x, t, self.lr);
+        }
         net.sgd_step_with_decay(x, t, self.lr, self.weight_decay)
     }
 

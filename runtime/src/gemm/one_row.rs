@@ -7,9 +7,9 @@
 //! 64-byte aligned, every output is a dot product over whole cache lines, four outputs at a
 //! time sharing each load of `x`: 1.35 µs, near the time it takes just to stream the matrix's
 //! 157 KB from L2 (1.12 µs for a loop of nothing but loads on this machine; the weight does not
-//! fit in L1, so every call streams it). The copy is kept with the weight ([`ColumnCopy`] in [`Param`](crate::Param)),
-//! made once the weight has served [`USES_BEFORE_COPY`] one-row products unchanged, and dropped
-//! whenever the weight may change.
+//! fit in L1, so every call streams it). The copy is kept with the weight ([`ColumnCopy`] in
+//! [`Param`](crate::Param)), made once the weight has served [`USES_BEFORE_COPY`] one-row products
+//! unchanged, and dropped whenever the weight may change.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

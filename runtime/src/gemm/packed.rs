@@ -132,8 +132,8 @@ unsafe fn columns(
             let mut pc = 0;
             while pc < k {
                 let kc = depth.min(k - pc);
-                // The first block of k starts from the given start, later ones from C; the
-                // last one also writes the ReLU output.
+                // The first block of k starts from the given start (times `keep`), later ones
+                // from C as it stands; the last one also writes the ReLU output.
                 let (from, keep) = if pc == 0 {
                     (ends.start, ends.keep)
                 } else {
