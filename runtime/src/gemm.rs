@@ -123,6 +123,74 @@ impl Ends {
             gate: None,
         }
     }
+
+    /// The same ends for the block of C whose first element is at row `i`, column `j`.
+    fn at_corner(self, i: usize, j: usize) -> Ends {
+        let shift = |m: Raw| Raw {
+            ptr: m.at(i, j),
+            ..m
+        };
+        Ends {
+            start: self.start.map(shift),
+            relu: self.relu.map(shift),
+            gate: self.gate.map(shift),
+            ..self
+        }
+    }
+
+    /// Whether the start is added after the sums rather than being where they start: when they
+    /// are scaled or gated first, or the start is scaled.
+    fn late_start(self) -> bool {
+        self.scale != 1.0 || self.keep != 1.0 || self.gate.is_some()
+    }
+
+    /// The finished value at (i, j) from its sum: gated, scaled, the kept start added.
+    ///
+    /// # Safety
+    /// (i, j) must lie inside the start and the gate, when given.
+    unsafe fn finish(self, i: usize, j: usize, sum: f32) -> f32 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let open = self.gate.is_none_or(|g| *g.at(i, j) > 0.0);
+            let sum = if open { self.scale * sum } else { 0.0 };
+            self.start.map_or(sum, |s| self.keep * *s.at(i, j) + sum)
+        }
+    }
+
+    /// [`finish`](Ends::finish) for 16 values from (i, j) on, reading the start and the gate only
+    /// in the lanes of `mask`. With a scale and keep of 1 the multiplications are exact: start +
+    /// sum, rounded once.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; the lanes of `mask` from (i, j) on must lie inside the start and
+    /// the gate, when given, and their columns be contiguous.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn finish_lanes(
+        self,
+        i: usize,
+        j: usize,
+        sums: std::arch::x86_64::__m512,
+        mask: std::arch::x86_64::__mmask16,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract; the loads are masked.
+        unsafe {
+            let sums = match self.gate {
+                Some(g) => gated(sums, _mm512_maskz_loadu_ps(mask, g.at(i, j))),
+                None => sums,
+            };
+            let scale = _mm512_set1_ps(self.scale);
+            match self.start {
+                Some(s) => {
+                    let start = _mm512_maskz_loadu_ps(mask, s.at(i, j));
+                    _mm512_fmadd_ps(sums, scale, _mm512_mul_ps(_mm512_set1_ps(self.keep), start))
+                }
+                None => _mm512_mul_ps(sums, scale),
+            }
+        }
+    }
 }
 
 impl Raw {
@@ -415,7 +483,7 @@ mod avx512 {
 
     use ndarray::{ArrayView2, ArrayViewMut2};
 
-    use super::{Ends, Raw, first_lanes, gated, vector_masks};
+    use super::{Ends, Raw, first_lanes, vector_masks};
 
     /// Rows of `C` per block: 6 with four column vectors, 8 with three or fewer (24 registers of
     /// sums either way).
@@ -537,20 +605,7 @@ mod avx512 {
                         ptr: c.at(row, col),
                         ..c
                     },
-                    start: ends.start.map(|s| Raw {
-                        ptr: s.at(row, col),
-                        ..s
-                    }),
-                    scale: ends.scale,
-                    keep: ends.keep,
-                    relu: ends.relu.map(|y| Raw {
-                        ptr: y.at(row, col),
-                        ..y
-                    }),
-                    gate: ends.gate.map(|g| Raw {
-                        ptr: g.at(row, col),
-                        ..g
-                    }),
+                    ends: ends.at_corner(row, col),
                 };
                 // SAFETY: the tile's rows `row..row + rows` and columns `col..col + width` lie
                 // inside every operand (the last vector is masked); 7 or 8 rows come only with
@@ -601,14 +656,12 @@ mod avx512 {
         const MAX: usize = LAST_MAX;
         let count = cols.len();
         debug_assert!(count <= MAX);
-        // Stores one finished value (gated, scaled, the kept start added), and its ReLU.
+        // Stores one finished value, and its ReLU.
         let finish = |i: usize, j: usize, sum: f32| {
             // SAFETY: the caller guarantees (i, j) lies inside C, the start, the ReLU output and
             // the gate.
             unsafe {
-                let open = ends.gate.is_none_or(|g| *g.at(i, j) > 0.0);
-                let sum = if open { ends.scale * sum } else { 0.0 };
-                let value = ends.start.map_or(sum, |s| ends.keep * *s.at(i, j) + sum);
+                let value = ends.finish(i, j, sum);
                 *c.at(i, j) = value;
                 if let Some(y) = ends.relu {
                     *y.at(i, j) = value.max(0.0);
@@ -703,11 +756,8 @@ mod avx512 {
         a: *mut f32,
         b: *mut f32,
         c: Raw,
-        start: Option<Raw>,
-        scale: f32,
-        keep: f32,
-        relu: Option<Raw>,
-        gate: Option<Raw>,
+        /// The ends from the tile's corner on.
+        ends: Ends,
     }
 
     /// One block: `R` rows of C, `width ≤ 64` columns, the whole of `k`. `s` holds A's strides,
@@ -724,9 +774,10 @@ mod avx512 {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
             // Plain sums start from the start (a bias, or C); scaled or gated ones get it at the
-            // end, multiplied by `keep`.
-            let late = tile.scale != 1.0 || tile.keep != 1.0 || tile.gate.is_some();
-            if let Some(start) = tile.start.filter(|_| !late) {
+            // end.
+            let ends = tile.ends;
+            let late = ends.late_start();
+            if let Some(start) = ends.start.filter(|_| !late) {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
                         acc[v] = _mm512_maskz_loadu_ps(masks[v], start.at(r, 16 * v));
@@ -752,31 +803,16 @@ mod avx512 {
                 }
             }
             if late {
-                let (scale, keep) = (_mm512_set1_ps(tile.scale), _mm512_set1_ps(tile.keep));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     for v in 0..vectors {
-                        if let Some(g) = tile.gate {
-                            acc[v] =
-                                gated(acc[v], _mm512_maskz_loadu_ps(masks[v], g.at(r, 16 * v)));
-                        }
-                        acc[v] = match tile.start {
-                            Some(s) => _mm512_fmadd_ps(
-                                acc[v],
-                                scale,
-                                _mm512_mul_ps(
-                                    keep,
-                                    _mm512_maskz_loadu_ps(masks[v], s.at(r, 16 * v)),
-                                ),
-                            ),
-                            None => _mm512_mul_ps(acc[v], scale),
-                        };
+                        acc[v] = ends.finish_lanes(r, 16 * v, acc[v], masks[v]);
                     }
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
                 for v in 0..vectors {
                     _mm512_mask_storeu_ps(tile.c.at(r, 16 * v), masks[v], acc[v]);
-                    if let Some(y) = tile.relu {
+                    if let Some(y) = ends.relu {
                         let positive = _mm512_max_ps(acc[v], _mm512_setzero_ps());
                         _mm512_mask_storeu_ps(y.at(r, 16 * v), masks[v], positive);
                     }

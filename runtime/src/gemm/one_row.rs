@@ -119,7 +119,7 @@ impl ColumnCopy<f32> {
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends: Ends) {
     debug_assert!(
-        ends.scale == 1.0 && ends.keep == 1.0 && ends.gate.is_none(),
+        !ends.late_start(),
         "one-row products are forward passes, unscaled and ungated"
     );
     let k = x.len();

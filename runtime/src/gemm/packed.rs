@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::{Ends, Raw, first_lanes, gated, vector_masks};
+use super::{Ends, Raw, first_lanes, vector_masks};
 
 /// Rows of `C` per micro-kernel call.
 const MR: usize = 6;
@@ -73,7 +73,7 @@ pub unsafe fn gemm(
             for j in 0..n {
                 // SAFETY: (i, j) lies inside C, the start and the ReLU output.
                 unsafe {
-                    let value = ends.start.map_or(0.0, |s| ends.keep * *s.at(i, j));
+                    let value = ends.finish(i, j, 0.0);
                     *c.at(i, j) = value;
                     if let Some(y) = ends.relu {
                         *y.at(i, j) = value.max(0.0);
@@ -133,13 +133,14 @@ unsafe fn columns(
             while pc < k {
                 let kc = depth.min(k - pc);
                 // The first block of k starts from the given start (times `keep`), later ones
-                // from C as it stands; the last one also writes the ReLU output.
-                let (from, keep) = if pc == 0 {
-                    (ends.start, ends.keep)
-                } else {
-                    (Some(c), 1.0)
+                // from C as it stands; the last one also writes the ReLU output. Every block is
+                // gated.
+                let block_ends = Ends {
+                    start: if pc == 0 { ends.start } else { Some(c) },
+                    keep: if pc == 0 { ends.keep } else { 1.0 },
+                    relu: if pc + kc == k { ends.relu } else { None },
+                    ..ends
                 };
-                let relu = if pc + kc == k { ends.relu } else { None };
                 // SAFETY (this block): packing reads rows `pc..pc + kc` and columns `jc..jc + nc`
                 // of B, inside the operand, into a buffer sized above for the largest block; the
                 // micro-kernel reads rows `ir..ir + rows` and columns `pc..pc + kc` of A and
@@ -183,20 +184,7 @@ unsafe fn columns(
                                     ptr: c.at(i, j),
                                     ..c
                                 },
-                                start: from.map(|s| Raw {
-                                    ptr: s.at(i, j),
-                                    ..s
-                                }),
-                                scale: ends.scale,
-                                keep,
-                                relu: relu.map(|y| Raw {
-                                    ptr: y.at(i, j),
-                                    ..y
-                                }),
-                                gate: ends.gate.map(|g| Raw {
-                                    ptr: g.at(i, j),
-                                    ..g
-                                }),
+                                ends: block_ends.at_corner(i, j),
                             };
                             match rows {
                                 6 => micro::<6>(kc, tile, width),
@@ -348,12 +336,8 @@ struct Tile {
     /// The packed `B` panel: `kc` steps of `NR` values, 64-byte aligned.
     b: *const f32,
     c: Raw,
-    start: Option<Raw>,
-    scale: f32,
-    keep: f32,
-    relu: Option<Raw>,
-    /// Every block's sums count only where this is positive (see [`Ends`]).
-    gate: Option<Raw>,
+    /// The ends of this block of k, from the tile's corner on.
+    ends: Ends,
 }
 
 /// `R × width` of C = keep·start + scale·(`R` rows of `A` times the packed `B` panel, gated), over
@@ -385,29 +369,17 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             }
         }
         let masks = vector_masks(width);
-        let contiguous = [Some(tile.c), tile.start, tile.relu, tile.gate]
+        let ends = tile.ends;
+        let contiguous = [Some(tile.c), ends.start, ends.relu, ends.gate]
             .iter()
             .flatten()
             .all(|m| m.cols == 1);
         if contiguous {
-            // With a scale and keep of 1 the multiplications are exact: start + sum, rounded once.
-            let (scale, keep) = (_mm512_set1_ps(tile.scale), _mm512_set1_ps(tile.keep));
             for (r, acc) in acc.iter().enumerate() {
                 for (v, (&sum, &mask)) in acc.iter().zip(&masks).enumerate() {
-                    let sum = match tile.gate {
-                        Some(g) => gated(sum, _mm512_maskz_loadu_ps(mask, g.at(r, 16 * v))),
-                        None => sum,
-                    };
-                    let sum = match tile.start {
-                        Some(s) => _mm512_fmadd_ps(
-                            sum,
-                            scale,
-                            _mm512_mul_ps(keep, _mm512_maskz_loadu_ps(mask, s.at(r, 16 * v))),
-                        ),
-                        None => _mm512_mul_ps(sum, scale),
-                    };
+                    let sum = ends.finish_lanes(r, 16 * v, sum, mask);
                     _mm512_mask_storeu_ps(tile.c.at(r, 16 * v), mask, sum);
-                    if let Some(y) = tile.relu {
+                    if let Some(y) = ends.relu {
                         _mm512_mask_storeu_ps(
                             y.at(r, 16 * v),
                             mask,
@@ -423,14 +395,10 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                 for (v, &sum) in acc.iter().enumerate() {
                     _mm512_storeu_ps(values.as_mut_ptr().add(16 * v), sum);
                 }
-                for (j, &value) in values.iter().enumerate().take(width) {
-                    let open = tile.gate.is_none_or(|g| *g.at(r, j) > 0.0);
-                    let value = if open { tile.scale * value } else { 0.0 };
-                    let value = tile
-                        .start
-                        .map_or(value, |s| tile.keep * *s.at(r, j) + value);
+                for (j, &sum) in values.iter().enumerate().take(width) {
+                    let value = ends.finish(r, j, sum);
                     *tile.c.at(r, j) = value;
-                    if let Some(y) = tile.relu {
+                    if let Some(y) = ends.relu {
                         *y.at(r, j) = value.max(0.0);
                     }
                 }
