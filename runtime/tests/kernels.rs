@@ -288,13 +288,18 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
                     .sum::<f64>()
         })
     };
-    for k in [1, 7, 16, 17, 100, 784] {
+    // The row sits in a wider batch, as a named input's columns do: on a 64-byte boundary (read
+    // in place) or 8 bytes past one (copied to one first; rows over 2048 are read in place).
+    for (k, shift) in [1, 7, 16, 17, 100, 784, 2100]
+        .into_iter()
+        .flat_map(|k| [(k, 0), (k, 2)])
+    {
         for n in [1, 3, 4, 5, 10, 50, 65] {
             let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
             w.value_mut().assign(&filled(k, n, 13));
-            // The row sits in a wider batch, as a named input's columns do.
-            let wide = filled(1, k + 5, 14);
-            let x = wide.slice(s![.., 2..k + 2]);
+            let wide = filled(1, k + 32, 14);
+            let first = wide.as_ptr().align_offset(64) + shift;
+            let x = wide.slice(s![.., first..first + k]);
             let b = Array1::from_shape_fn(n, |j| (j % 5) as f32 * 0.2 - 0.4);
             for change in 0..4 {
                 let expected = reference(x, w.value(), &b);
