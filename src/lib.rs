@@ -59,7 +59,7 @@ pub use ndarray;
 pub mod prelude {
     pub use crate::network;
     pub use chainrule_runtime::optim::{Adam, Optim, Optimizer, Sgd};
-    pub use chainrule_runtime::{Init, Network, Target, Trainable};
+    pub use chainrule_runtime::{Init, Network, Target, Trainable, WeightPrecision};
 }
 
 /// The README's examples, compiled and run as doc tests.

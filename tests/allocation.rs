@@ -115,6 +115,22 @@ fn sized_buffers_are_reused() {
         "100 forward passes at batch 1 allocated {count} times"
     );
 
+    // With half-precision weights the first pass makes their copies, and then nothing is
+    // allocated either.
+    if net.set_one_sample_weights(WeightPrecision::Half).is_ok() {
+        net.forward(one.view()).unwrap();
+        let count = allocations(|| {
+            for _ in 0..100 {
+                net.forward(one.view()).unwrap();
+            }
+        });
+        assert_eq!(
+            count, 0,
+            "100 passes on half-precision weights allocated {count} times"
+        );
+        net.set_one_sample_weights(WeightPrecision::Full).unwrap();
+    }
+
     // Another batch size resizes the buffers, which allocates; back at batch 1 they are resized
     // once more, and then nothing is allocated again.
     assert!(

@@ -313,6 +313,62 @@ fn one_sample_at_a_time_sees_every_change_to_the_weights() {
     close(&mut net, "after loading a checkpoint");
 }
 
+#[test]
+fn half_precision_weights_serve_one_sample_passes_only() {
+    network! { struct Net { affine(100, 30) -> relu -> affine(30, 4) -> softmax_cross_entropy } }
+    let x = Array2::from_shape_fn((2, 100), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
+    let one = x.slice(chainrule::ndarray::s![0..1, ..]);
+    let mut net = Net::new(Init::He, 3);
+    let batch = net.forward(x.view()).unwrap().to_owned();
+    let single = net.forward(one).unwrap().to_owned();
+
+    let halves = std::arch::is_x86_feature_detected!("avx512f");
+    let set = net.set_one_sample_weights(WeightPrecision::Half);
+    assert_eq!(set.is_ok(), halves, "{set:?}");
+    // Batches of more than one sample read the weights as they are, bit for bit.
+    assert_eq!(net.forward(x.view()).unwrap(), batch);
+    // One sample reads the rounded copy: close to full precision, but not the same (with
+    // AVX-512; without it the setting was refused and nothing changed).
+    let rounded = net.forward(one).unwrap().to_owned();
+    let worst = (&rounded - &single)
+        .iter()
+        .fold(0f32, |m, d| m.max(d.abs()));
+    let size = single.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(worst <= 2e-3 * size, "{rounded} vs {single}");
+    assert_eq!(worst > 1e-6 * size, halves, "{rounded} vs {single}");
+    // Back to full precision.
+    net.set_one_sample_weights(WeightPrecision::Full).unwrap();
+    let again = net.forward(one).unwrap().to_owned();
+    let worst = (&again - &single).iter().fold(0f32, |m, d| m.max(d.abs()));
+    assert!(worst <= 1e-6 * size, "{again} vs {single}");
+
+    // An f64 network says why it cannot, and stays as it was.
+    let mut tiny = tiny();
+    let err = tiny
+        .set_one_sample_weights(WeightPrecision::Half)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NoHalfWeights {
+                network: "Tiny",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Tiny cannot read its weights in half precision: it computes in f64; half-precision \
+         weights serve f32 networks"
+    );
+    assert_eq!(
+        tiny.forward(array![[1.0, 2.0]].view()).unwrap(),
+        array![[5.5, 1.0]]
+    );
+    tiny.set_one_sample_weights(WeightPrecision::Full).unwrap();
+}
+
 /// The largest difference between two networks' parameters, relative to the largest value.
 fn param_gap<N: Network>(a: &N, b: &N) -> f64 {
     let mut values = Vec::new();

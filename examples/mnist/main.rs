@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chainrule::checkpoint;
 use chainrule::data::{Batches, Dataset, Mnist, load_mnist};
+use chainrule::ndarray::s;
 use chainrule::prelude::*;
 use chainrule::train::{Evaluation, evaluate};
 use clap::{Parser, ValueEnum};
@@ -274,6 +275,18 @@ where
         training.as_secs_f64(),
         samples as f64 / training.as_secs_f64()
     );
+    let (latency, accuracy) = one_at_a_time(&mut net, test)?;
+    let half = match net.set_one_sample_weights(WeightPrecision::Half) {
+        Ok(()) => {
+            let (latency, accuracy) = one_at_a_time(&mut net, test)?;
+            net.set_one_sample_weights(WeightPrecision::Full)?;
+            format!("{latency:.2} µs and {accuracy:.4} with half-precision weights")
+        }
+        Err(why) => format!("no half-precision weights: {why}"),
+    };
+    println!(
+        "one test image at a time: {latency:.2} µs per image and accuracy {accuracy:.4}; {half}"
+    );
     if let Some(path) = &args.save {
         checkpoint::save(&net, path)?;
         println!("saved parameters to {}", path.display());
@@ -300,6 +313,29 @@ where
         train: evaluate(net, train, chunk)?,
         test: evaluate(net, test, chunk)?,
     })
+}
+
+/// Classifies the test images one at a time (the latency of inference): the median
+/// microseconds per image over the set and the accuracy.
+fn one_at_a_time<N>(net: &mut N, test: &Dataset) -> chainrule::Result<(f64, f64)>
+where
+    N: Network<Elem = f32>,
+{
+    let images = test.images();
+    let mut times = Vec::with_capacity(test.len());
+    let mut correct = 0;
+    for (i, &label) in test.labels().iter().enumerate() {
+        let started = Instant::now();
+        let scores = net.forward(images.slice(s![i..i + 1, ..]))?;
+        times.push(started.elapsed());
+        correct += Target::<f32>::correct(&&[label][..], scores);
+    }
+    times.sort_unstable();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    Ok((
+        median.as_secs_f64() * 1e6,
+        correct as f64 / test.len().max(1) as f64,
+    ))
 }
 
 fn report(record: &EpochRecord, timing: Option<(Duration, usize)>) {

@@ -82,9 +82,13 @@ impl Generator<'_> {
         let mut param_news = Vec::new();
         let mut param_names = Vec::new();
         let mut param_inits = Vec::new();
+        let mut matrices = Vec::new();
         for node in &net.nodes {
             for param in &node.params {
                 let field = param_field(node, param.name);
+                if param.shape.len() == 2 {
+                    matrices.push(field.clone());
+                }
                 let param_name = format!("{}.{}", node.ident, param.name);
                 let rank = format_ident!("Ix{}", param.shape.len());
                 let dims: Vec<String> = param.shape.iter().map(usize::to_string).collect();
@@ -112,6 +116,19 @@ impl Generator<'_> {
                 param_names.push((param_name, field));
             }
         }
+        // Weight matrices: what one-sample passes may read in half precision.
+        let one_sample_weights = (!matrices.is_empty()).then(|| {
+            quote! {
+                fn set_one_sample_weights(
+                    &mut self,
+                    precision: ::chainrule::WeightPrecision,
+                ) -> ::chainrule::Result<()> {
+                    ::chainrule::check_half_weights::<#elem>(#name, precision)?;
+                    #(self.#matrices.set_one_row_precision(precision);)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+        });
 
         // Buffers: every value but the loss's output, and a gradient where backward needs one.
         let mut buffer_fields = Vec::new();
@@ -371,6 +388,8 @@ impl Generator<'_> {
                         ),
                     }
                 }
+
+                #one_sample_weights
 
                 fn param(&self, name: &str) -> ::chainrule::Result<::chainrule::ParamRef<'_, #elem>> {
                     match name {

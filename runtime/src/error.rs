@@ -80,6 +80,12 @@ pub enum Error {
         path: std::path::PathBuf,
         problem: String,
     },
+    /// Half-precision weights were asked of a network that cannot read them.
+    #[error("{network} cannot read its weights in half precision: {reason}")]
+    NoHalfWeights {
+        network: &'static str,
+        reason: &'static str,
+    },
     /// An optimiser name that [`Optim::from_name`](crate::optim::Optim::from_name) does not know.
     #[error("there is no optimiser named {name:?}; choose one of: {known}")]
     UnknownOptimizer { name: String, known: String },

@@ -33,6 +33,7 @@ mod one_row;
 mod packed;
 
 pub(crate) use one_row::ColumnCopy;
+pub use one_row::WeightPrecision;
 
 /// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
 #[cfg(target_arch = "x86_64")]
@@ -369,6 +370,15 @@ impl<'a, T> From<ArrayView2<'a, T>> for Weights<'a, T> {
     }
 }
 
+/// Whether `f32` products run on chainrule's own kernels (and one-row products read column-major
+/// copies, see [`one_row`]): on x86-64 with AVX-512F.
+pub(crate) fn avx512_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
 /// The operands as `f32` views, if that is what they are and the processor has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::type_complexity)]
@@ -381,7 +391,7 @@ fn as_f32_with_avx512<'v, 'a, 'b, 'c, T: Element>(
     &'v ArrayView2<'b, f32>,
     &'v mut ArrayViewMut2<'c, f32>,
 )> {
-    if TypeId::of::<T>() != TypeId::of::<f32>() || !std::arch::is_x86_feature_detected!("avx512f") {
+    if TypeId::of::<T>() != TypeId::of::<f32>() || !avx512_kernels() {
         return None;
     }
     // SAFETY: `T` is `f32` (same `TypeId`), so the views can be reinterpreted as `f32` views.

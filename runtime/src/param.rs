@@ -1,7 +1,7 @@
 use ndarray::{Array, ArrayViewD, ArrayViewMut, Dimension, IntoDimension, Ix2};
 
 use crate::Element;
-use crate::gemm::{ColumnCopy, Weights};
+use crate::gemm::{ColumnCopy, WeightPrecision, Weights};
 
 /// A trainable parameter: its value and the gradient of the loss with respect to it, of equal shape.
 ///
@@ -135,5 +135,12 @@ impl<T: Element> Param<T, Ix2> {
             value: self.value.view(),
             columns: Some(&mut self.columns),
         }
+    }
+
+    /// How one-row products (a batch of one sample) read this weight from the next one on; see
+    /// [`Network::set_one_sample_weights`](crate::Network::set_one_sample_weights), which sets
+    /// it for every weight of a network and checks that it applies.
+    pub fn set_one_row_precision(&mut self, precision: WeightPrecision) {
+        self.columns.set_precision(precision);
     }
 }

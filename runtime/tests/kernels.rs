@@ -323,6 +323,107 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
 }
 
 #[test]
+fn one_row_products_in_half_precision_read_the_rounded_weights() {
+    use chainrule_runtime::kernels::affine_relu_forward;
+    use chainrule_runtime::{Param, WeightPrecision};
+    use half::f16;
+    // `x·round(W) + b`, in f64, and the bound on the error of any order of f32 sums of its k
+    // terms (and the bias); rounded to half precision only where the kernel does (AVX-512) and
+    // every weight has a finite half.
+    let halves = std::arch::is_x86_feature_detected!("avx512f");
+    let expected = |x: ndarray::ArrayView2<f32>, w: &Array2<f32>, b: &Array1<f32>, half: bool| {
+        let half = half && w.iter().all(|&v| f16::from_f32(v).is_finite());
+        let w = w.mapv(|v| {
+            if half {
+                f16::from_f32(v).to_f64()
+            } else {
+                v as f64
+            }
+        });
+        let sums = Array2::from_shape_fn((1, w.ncols()), |(_, j)| {
+            let terms = (0..w.nrows()).map(|p| x[[0, p]] as f64 * w[[p, j]]);
+            let size = terms.clone().map(f64::abs).sum::<f64>() + b[j].abs() as f64;
+            (b[j] as f64 + terms.sum::<f64>(), size)
+        });
+        let bound = (w.nrows() + 2) as f64 * f64::from(f32::EPSILON);
+        (
+            sums.mapv(|(sum, _)| sum),
+            sums.mapv(|(_, size)| bound * size),
+        )
+    };
+    let check = |got: &Array2<f32>, (want, bound): &(Array2<f64>, Array2<f64>), what: &str| {
+        for ((j, &g), (&e, &bound)) in got.iter().enumerate().zip(want.iter().zip(bound)) {
+            assert!(
+                (g as f64 - e).abs() <= bound,
+                "{what}, column {j}: {g} vs {e} (off by more than {bound:e})"
+            );
+        }
+    };
+    for (k, shift) in [1, 7, 16, 17, 100, 784, 2100]
+        .into_iter()
+        .flat_map(|k| [(k, 0), (k, 2)])
+    {
+        for n in [1, 3, 4, 5, 10, 50, 65] {
+            let wide = filled(1, k + 32, 21).mapv(|v| v.abs() + 0.25);
+            let first = wide.as_ptr().align_offset(64) + shift;
+            let x = wide.slice(s![.., first..first + k]);
+            let b = Array1::from_shape_fn(n, |j| (j % 5) as f32 * 0.2 - 0.4);
+            // Weights of mixed signs, and positive ones near a third, which half precision
+            // rounds down by about 2⁻¹² of their size: an error that the sums pile up, far past
+            // what f32 sums lose.
+            let mixed = filled(k, n, 22);
+            let thirds = filled(k, n, 23).mapv(|v| (1.0 + v / 64.0) / 3.0);
+            // Too large for half precision in one place: the weight keeps full precision (until
+            // it is halved).
+            let mut large = mixed.clone();
+            large[[k / 2, n - 1]] = 1e5;
+            for (name, weight, half) in [
+                ("mixed", mixed, halves),
+                ("thirds", thirds, halves),
+                ("large", large, halves),
+            ] {
+                let what = format!("{name} weights, k {k}, n {n}, x shifted by {shift}");
+                let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
+                w.value_mut().assign(&weight);
+                w.set_one_row_precision(WeightPrecision::Half);
+                let run = |w: &mut Param<f32, ndarray::Ix2>| {
+                    let mut z = Array2::from_elem((1, n), f32::NAN);
+                    let mut y = Array2::from_elem((1, n), f32::NAN);
+                    affine_relu_forward(x, w.weights(), b.view(), z.view_mut(), y.view_mut());
+                    assert_eq!(y, z.mapv(|z| z.max(0.0)), "y, {what}");
+                    z
+                };
+                // From the first call on, and in a clone, which keeps the precision.
+                check(&run(&mut w), &expected(x, &weight, &b, half), &what);
+                check(&run(&mut w.clone()), &expected(x, &weight, &b, half), &what);
+                // A new value is rounded anew.
+                w.value_mut().mapv_inplace(|v| v * 0.5);
+                let halved = weight.mapv(|v| v * 0.5);
+                check(
+                    &run(&mut w),
+                    &expected(x, &halved, &b, half),
+                    &format!("{what}, halved"),
+                );
+                // Back to full precision: the weights as they are.
+                w.set_one_row_precision(WeightPrecision::Full);
+                let full = expected(x, &halved, &b, false);
+                for call in 0..20 {
+                    check(
+                        &run(&mut w),
+                        &full,
+                        &format!("{what}, full again, call {call}"),
+                    );
+                }
+                // And half again, after full precision has made its copy.
+                w.set_one_row_precision(WeightPrecision::Half);
+                let again = expected(x, &halved, &b, half);
+                check(&run(&mut w), &again, &format!("{what}, half again"));
+            }
+        }
+    }
+}
+
+#[test]
 fn large_element_wise_kernels_match_plain_loops_on_any_thread_count() {
     use chainrule_runtime::kernels::{
         GradMode, affine_backward_params, mul_backward_b, relu_backward, relu_forward,

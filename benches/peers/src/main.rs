@@ -67,12 +67,22 @@ fn main() {
                 emit(&name, w, a.threads, "steps_per_s", rate, &losses);
             }
             "W3" => {
+                // As the peers compute (f32 throughout), then with the weights read in half
+                // precision (a row of its own), where the processor has the kernel for it.
                 let (mut net, x, _) = setup::<Book>(&W3);
-                let (median, p10, p90) = latency_us(W3.steps, W3.warmup, || {
-                    std::hint::black_box(net.forward(std::hint::black_box(x.view())).is_ok());
-                });
-                let spread = format!("\"p10\":{p10},\"p90\":{p90}");
-                emit(&name, "W3", a.threads, "median_us", median, &spread);
+                for (precision, label) in [
+                    (WeightPrecision::Full, name.clone()),
+                    (WeightPrecision::Half, format!("{name}, half-precision weights")),
+                ] {
+                    if net.set_one_sample_weights(precision).is_err() {
+                        continue;
+                    }
+                    let (median, p10, p90) = latency_us(W3.steps, W3.warmup, || {
+                        std::hint::black_box(net.forward(std::hint::black_box(x.view())).is_ok());
+                    });
+                    let spread = format!("\"p10\":{p10},\"p90\":{p90}");
+                    emit(&label, "W3", a.threads, "median_us", median, &spread);
+                }
             }
             other => panic!("unknown workload {other}"),
         }

@@ -10,6 +10,10 @@
 //! fit in L1, so every call streams it). The copy is kept with the weight ([`ColumnCopy`] in
 //! [`Param`](crate::Param)), made once the weight has served [`USES_BEFORE_COPY`] one-row products
 //! unchanged, and dropped whenever the weight may change.
+//!
+//! With [`WeightPrecision::Half`] the copy is rounded to IEEE half precision (binary16) and made at
+//! the first one-row product: half the bytes to stream, widened to `f32` as they are loaded, the
+//! sums still in `f32` (0.64 µs instead of 1.23 µs for the kernel alone on 784×50).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -25,6 +29,20 @@ use super::{Ends, Raw, first_lanes};
 /// book's 784×50 weight).
 pub(crate) const USES_BEFORE_COPY: u32 = 16;
 
+/// How forward passes on a single sample read the weights of affine layers (see
+/// [`Network::set_one_sample_weights`](crate::Network::set_one_sample_weights)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// As they are: the same products as any batch, up to the order of the sums.
+    #[default]
+    Full,
+    /// Rounded to IEEE half precision (binary16: 11 significant bits, relative error at most
+    /// 2⁻¹¹ per weight), widened back to `f32` as they are read; the sums, biases and
+    /// activations stay in `f32`. A weight too large for half precision (above 65504) keeps full
+    /// precision. Batches of more than one sample, and training, read the weights as they are.
+    Half,
+}
+
 /// A column-major copy of a weight matrix, for one-row products.
 ///
 /// Each column of `W` (in × out) is stored contiguously from a 64-byte boundary and padded with
@@ -33,8 +51,13 @@ pub(crate) struct ColumnCopy<T> {
     /// The columns, from the first 64-byte boundary on; allocated at the first one-row product,
     /// so a later one allocates nothing.
     data: Vec<T>,
+    /// The same columns in half precision (the bits of binary16 numbers), when asked for and
+    /// every weight fits; empty otherwise.
+    half: Vec<u16>,
+    /// Which copy one-row products read.
+    precision: WeightPrecision,
     /// One-row products since the weight last changed; the copy is valid from
-    /// [`USES_BEFORE_COPY`] on.
+    /// [`ColumnCopy::uses_before_copy`] on.
     uses: u32,
 }
 
@@ -43,31 +66,65 @@ impl<T> ColumnCopy<T> {
     pub(crate) fn invalidate(&mut self) {
         self.uses = 0;
     }
+
+    /// Chooses the copy that one-row products read from the next one on.
+    pub(crate) fn set_precision(&mut self, precision: WeightPrecision) {
+        if precision != self.precision {
+            self.precision = precision;
+            self.invalidate();
+        }
+    }
+
+    /// One-row products the weight serves unchanged before it is copied: a copy in half
+    /// precision is asked for, for the latency of inference, so it is made at once.
+    fn uses_before_copy(&self) -> u32 {
+        match self.precision {
+            WeightPrecision::Full => USES_BEFORE_COPY,
+            WeightPrecision::Half => 1,
+        }
+    }
 }
 
 impl<T> Default for ColumnCopy<T> {
     fn default() -> Self {
         ColumnCopy {
             data: Vec::new(),
+            half: Vec::new(),
+            precision: WeightPrecision::Full,
             uses: 0,
         }
     }
 }
 
-/// A clone starts without a copy: the data would sit at another alignment.
+/// A clone keeps the precision and starts without a copy: the data would sit at another
+/// alignment.
 impl<T> Clone for ColumnCopy<T> {
     fn clone(&self) -> Self {
-        ColumnCopy::default()
+        ColumnCopy {
+            precision: self.precision,
+            ..ColumnCopy::default()
+        }
     }
 }
 
 impl<T> std::fmt::Debug for ColumnCopy<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ColumnCopy")
+            .field("precision", &self.precision)
             .field("uses", &self.uses)
             .field("allocated", &!self.data.is_empty())
             .finish()
     }
+}
+
+/// The copy a one-row product reads: [`stride`] elements per column, each column from a 64-byte
+/// boundary (a 32-byte one in half precision).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Columns<'a> {
+    /// In `f32`.
+    Full(&'a [f32]),
+    /// In half precision.
+    Half(&'a [u16]),
 }
 
 /// Floats between the starts of two columns in the copy of a weight with `rows` rows.
@@ -75,10 +132,11 @@ fn stride(rows: usize) -> usize {
     rows.div_ceil(16) * 16
 }
 
+#[cfg(target_arch = "x86_64")]
 impl ColumnCopy<f32> {
-    /// Counts a one-row product of `w` and returns its column-major copy (64-byte aligned,
-    /// [`stride`]`(w.nrows())` floats per column) once it is worth having, else `None`.
-    pub(crate) fn for_one_row(&mut self, w: &ArrayView2<f32>) -> Option<&[f32]> {
+    /// Counts a one-row product of `w` and returns its column-major copy once it is worth
+    /// having, else `None`.
+    pub(crate) fn for_one_row(&mut self, w: &ArrayView2<f32>) -> Option<Columns<'_>> {
         let (rows, cols) = w.dim();
         let stride = stride(rows);
         let len = stride * cols;
@@ -86,14 +144,15 @@ impl ColumnCopy<f32> {
             // The first one-row product at this size allocates (16 floats of slack let the
             // columns start on a 64-byte boundary).
             self.data = vec![0.0; len + 15];
+            self.half = Vec::new();
             self.uses = 0;
         }
-        if self.uses < USES_BEFORE_COPY {
+        let start = self.data.as_ptr().align_offset(64);
+        if self.uses < self.uses_before_copy() {
             self.uses += 1;
-            if self.uses < USES_BEFORE_COPY {
+            if self.uses < self.uses_before_copy() {
                 return None;
             }
-            let start = self.data.as_ptr().align_offset(64);
             let columns = &mut self.data[start..start + len];
             // Row by row: `w` is read in order, the copy written 16 columns apart.
             for (i, row) in w.rows().into_iter().enumerate() {
@@ -101,10 +160,51 @@ impl ColumnCopy<f32> {
                     columns[j * stride + i] = value;
                 }
             }
+            self.half.clear();
+            if self.precision == WeightPrecision::Half {
+                if self.half.capacity() < len + 31 {
+                    self.half = Vec::with_capacity(len + 31);
+                }
+                self.half.resize(len + 31, 0);
+                let to = self.half.as_ptr().align_offset(64);
+                // SAFETY: one-row products run only where AVX-512F is present.
+                if !unsafe { halve(columns, &mut self.half[to..to + len]) } {
+                    self.half.clear();
+                }
+            }
         }
-        let start = self.data.as_ptr().align_offset(64);
-        Some(&self.data[start..start + len])
+        if !self.half.is_empty() {
+            let to = self.half.as_ptr().align_offset(64);
+            return Some(Columns::Half(&self.half[to..to + len]));
+        }
+        Some(Columns::Full(&self.data[start..start + len]))
     }
+}
+
+/// Rounds `from` to half precision (to nearest, ties to even) into `to`, of equal length and a
+/// multiple of 16; false if a finite number is too large to have a finite half.
+///
+/// # Safety
+/// AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn halve(from: &[f32], to: &mut [u16]) -> bool {
+    debug_assert!(from.len() == to.len() && from.len().is_multiple_of(16));
+    let mut fits = true;
+    for (from, to) in from.chunks_exact(16).zip(to.chunks_exact_mut(16)) {
+        // SAFETY: both chunks hold 16 elements.
+        unsafe {
+            let wide = _mm512_loadu_ps(from.as_ptr());
+            let half = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(wide);
+            _mm256_storeu_si256(to.as_mut_ptr().cast(), half);
+            // A finite number whose half is infinite: too large. Widening back is exact.
+            let finite = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(_mm512_sub_ps(wide, wide), wide);
+            let back = _mm512_cvtph_ps(half);
+            let infinite = !_mm512_cmp_ps_mask::<_CMP_ORD_Q>(_mm512_sub_ps(back, back), back);
+            fits &= finite & infinite == 0;
+        }
+    }
+    fits
 }
 
 /// `z = start + x·W` (and `max(z, 0)` into `ends.relu`) for one row `x` of length k and `W`
@@ -117,7 +217,23 @@ impl ColumnCopy<f32> {
 /// forward pass).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends: Ends) {
+pub(crate) unsafe fn product(x: &[f32], columns: Columns, z: Raw, n: usize, ends: Ends) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match columns {
+            Columns::Full(columns) => product_of(x, columns, z, n, ends),
+            Columns::Half(columns) => product_of(x, columns, z, n, ends),
+        }
+    }
+}
+
+/// [`product`] for a copy whose elements are `W` (`f32`, or `u16` for half precision).
+///
+/// # Safety
+/// As for [`product`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn product_of<W>(x: &[f32], columns: &[W], z: Raw, n: usize, ends: Ends) {
     debug_assert!(
         !ends.late_start(),
         "one-row products are forward passes, unscaled and ungated"
@@ -147,10 +263,10 @@ pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends:
         // (the caller's contract), 64-byte aligned.
         let sums = unsafe {
             match outputs {
-                4 => sums::<4>(x, group, stride),
-                3 => sums::<3>(x, group, stride),
-                2 => sums::<2>(x, group, stride),
-                _ => sums::<1>(x, group, stride),
+                4 => sums::<4, W>(x, group, stride),
+                3 => sums::<3, W>(x, group, stride),
+                2 => sums::<2, W>(x, group, stride),
+                _ => sums::<1, W>(x, group, stride),
             }
         };
         for (o, &sum) in sums.iter().enumerate().take(outputs) {
@@ -170,16 +286,28 @@ pub(crate) unsafe fn product(x: &[f32], columns: &[f32], z: Raw, n: usize, ends:
 /// The longest row copied to a 64-byte boundary before a one-row product (8 KB on the stack).
 const ALIGNED_MAX: usize = 2048;
 
-/// The dot products of `x` with the `O` columns from `group` on (`stride` floats apart), in the
+/// The dot products of `x` with the `O` columns from `group` on (`stride` elements apart), in the
 /// first `O` of four sums; a loop for each `O`, so that no step asks which columns exist.
 ///
 /// # Safety
-/// AVX-512F must be present; the `O` columns must each hold `stride` ≥ `x.len()` floats from a
-/// 64-byte boundary.
+/// AVX-512F must be present; `W` must be `f32`, or `u16` holding half-precision numbers; the `O`
+/// columns must each hold `stride` ≥ `x.len()` elements from a 64-byte boundary (32-byte for
+/// `u16`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn sums<const O: usize>(x: &[f32], group: *const f32, stride: usize) -> [f32; 4] {
+unsafe fn sums<const O: usize, W>(x: &[f32], group: *const W, stride: usize) -> [f32; 4] {
+    // 16 lanes of a column from `at` on, widened to `f32` from half precision where they are
+    // stored so (the choice is made at compile time).
+    macro_rules! load {
+        ($at:expr) => {
+            if size_of::<W>() == 2 {
+                _mm512_cvtph_ps(_mm256_load_si256($at.cast()))
+            } else {
+                _mm512_load_ps($at.cast())
+            }
+        };
+    }
     let k = x.len();
     let (full, tail) = (k / 16, first_lanes(k % 16));
     let x = x.as_ptr();
@@ -187,7 +315,7 @@ unsafe fn sums<const O: usize>(x: &[f32], group: *const f32, stride: usize) -> [
     // multiply-adds is half as long.
     let mut even = [_mm512_setzero_ps(); O];
     let mut odd = [_mm512_setzero_ps(); O];
-    let column: [*const f32; O] = std::array::from_fn(|o| group.wrapping_add(o * stride));
+    let column: [*const W; O] = std::array::from_fn(|o| group.wrapping_add(o * stride));
     // SAFETY (the loads): `x` holds k floats and the tail load is masked to them; the columns
     // hold `stride` ≥ k floats, aligned (the caller's contract).
     unsafe {
@@ -197,22 +325,22 @@ unsafe fn sums<const O: usize>(x: &[f32], group: *const f32, stride: usize) -> [
             let x1 = _mm512_loadu_ps(x.add(16 * p + 16));
             for o in 0..O {
                 let c = column[o].add(16 * p);
-                even[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(c), even[o]);
-                odd[o] = _mm512_fmadd_ps(x1, _mm512_load_ps(c.add(16)), odd[o]);
+                even[o] = _mm512_fmadd_ps(x0, load!(c), even[o]);
+                odd[o] = _mm512_fmadd_ps(x1, load!(c.add(16)), odd[o]);
             }
             p += 2;
         }
         if p < full {
             let x0 = _mm512_loadu_ps(x.add(16 * p));
             for o in 0..O {
-                even[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(column[o].add(16 * p)), even[o]);
+                even[o] = _mm512_fmadd_ps(x0, load!(column[o].add(16 * p)), even[o]);
             }
             p += 1;
         }
         if tail != 0 {
             let x0 = _mm512_maskz_loadu_ps(tail, x.add(16 * p));
             for o in 0..O {
-                odd[o] = _mm512_fmadd_ps(x0, _mm512_load_ps(column[o].add(16 * p)), odd[o]);
+                odd[o] = _mm512_fmadd_ps(x0, load!(column[o].add(16 * p)), odd[o]);
             }
         }
     }
