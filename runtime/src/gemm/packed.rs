@@ -351,6 +351,20 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
     // touched only in `R` rows and, through the masks, `width` columns.
     unsafe {
         let rows: [*const f32; R] = std::array::from_fn(|r| tile.a.offset(r as isize * s.rows));
+        // Ask for the tile's ends now, so that they arrive while the sums run: C, and a weight
+        // that an SGD step adds to, are rows far apart in a matrix of megabytes, and read only
+        // after the last step of k.
+        let ends = tile.ends;
+        for m in [Some(tile.c), ends.start, ends.relu, ends.gate]
+            .into_iter()
+            .flatten()
+        {
+            for r in 0..R {
+                for v in 0..width.div_ceil(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(m.at(r, 16 * v).cast_const().cast());
+                }
+            }
+        }
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         for p in 0..kc {
             let bp = tile.b.add(p * NR);
@@ -369,7 +383,6 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
             }
         }
         let masks = vector_masks(width);
-        let ends = tile.ends;
         let contiguous = [Some(tile.c), ends.start, ends.relu, ends.gate]
             .iter()
             .flatten()
