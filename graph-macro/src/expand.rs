@@ -117,18 +117,16 @@ impl Generator<'_> {
             }
         }
         // Weight matrices: what one-sample passes may read in half precision.
-        let one_sample_weights = (!matrices.is_empty()).then(|| {
-            quote! {
-                fn set_one_sample_weights(
-                    &mut self,
-                    precision: ::chainrule::WeightPrecision,
-                ) -> ::chainrule::Result<()> {
-                    ::chainrule::check_half_weights::<#elem>(#name, precision)?;
-                    #(self.#matrices.set_one_row_precision(precision);)*
-                    ::core::result::Result::Ok(())
-                }
+        let one_sample_weights = quote! {
+            fn set_one_sample_weights(
+                &mut self,
+                precision: ::chainrule::WeightPrecision,
+            ) -> ::chainrule::Result<()> {
+                ::chainrule::check_half_weights::<#elem>(#name, precision)?;
+                #(self.#matrices.set_one_row_precision(precision);)*
+                ::core::result::Result::Ok(())
             }
-        });
+        };
 
         // Buffers: every value but the loss's output, and a gradient where backward needs one.
         let mut buffer_fields = Vec::new();

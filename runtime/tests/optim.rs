@@ -455,3 +455,31 @@ fn display_shows_the_hyperparameters() {
     assert_eq!(decayed.to_string(), "sgd(lr=0.1, weight_decay=0.0001)");
     assert_eq!(decayed.weight_decay(), 1e-4);
 }
+
+#[test]
+fn a_network_written_by_hand_refuses_half_precision_weights_it_cannot_read() {
+    use chainrule_runtime::{Network, WeightPrecision};
+    // `Toy` does not override `set_one_sample_weights`: full precision is what it reads anyway,
+    // and half precision is refused with a reason rather than ignored.
+    let mut toy = Toy::<f32>::new([1.0, 2.0], 0.5);
+    toy.set_one_sample_weights(WeightPrecision::Full).unwrap();
+    let err = toy
+        .set_one_sample_weights(WeightPrecision::Half)
+        .unwrap_err();
+    let reason = if std::arch::is_x86_feature_detected!("avx512f") {
+        "it does not implement Network::set_one_sample_weights"
+    } else {
+        "this processor lacks AVX-512, which the half-precision one-sample kernel needs"
+    };
+    assert_eq!(
+        err,
+        Error::NoHalfWeights {
+            network: "Toy",
+            reason
+        }
+    );
+    let err = Toy::<f64>::new([1.0, 2.0], 0.5)
+        .set_one_sample_weights(WeightPrecision::Half)
+        .unwrap_err();
+    assert!(err.to_string().contains("computes in f64"), "{err}");
+}

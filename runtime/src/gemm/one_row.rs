@@ -39,7 +39,8 @@ pub enum WeightPrecision {
     /// Rounded to IEEE half precision (binary16: 11 significant bits, relative error at most
     /// 2⁻¹¹ per weight), widened back to `f32` as they are read; the sums, biases and
     /// activations stay in `f32`. A weight too large for half precision (above 65504) keeps full
-    /// precision. Batches of more than one sample, and training, read the weights as they are.
+    /// precision. Batches of more than one sample read the weights as they are; a loss on a
+    /// single sample reads the copy too.
     Half,
 }
 
@@ -119,6 +120,7 @@ impl<T> std::fmt::Debug for ColumnCopy<T> {
 
 /// The copy a one-row product reads: [`stride`] elements per column, each column from a 64-byte
 /// boundary (a 32-byte one in half precision).
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Columns<'a> {
     /// In `f32`.
