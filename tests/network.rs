@@ -281,7 +281,7 @@ fn sgd_steps_downhill_and_buffers_follow_the_batch_size() {
 
 #[test]
 fn one_sample_at_a_time_sees_every_change_to_the_weights() {
-    // One-row forward passes switch to a column-major copy of each weight after a while; an
+    // One-row forward passes switch to a copy of each weight laid out for them after a while; an
     // optimiser step, `init` and loading a checkpoint must each make it stale.
     network! { struct Net { affine(20, 30) -> relu -> affine(30, 4) } }
     let x = Array2::from_shape_fn((2, 20), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4);

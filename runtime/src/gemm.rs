@@ -13,7 +13,7 @@
 //!   layer) is vectorised along the rows of `C`; a single row (batch 1) runs four interleaved
 //!   sums. A small `B` in another layout (a transposed weight, in `dy·Wᵀ`) is first copied
 //!   row-major into a buffer the thread keeps.
-//! - a single row times a weight that comes with its column-major copy (batch 1 through a
+//! - a single row times a weight that comes with its copy for one-row products (batch 1 through a
 //!   generated network): [`one_row`], one dot product per output.
 //! - everything else: [`packed`], which packs `B` into panels (the usual blocked scheme).
 //!
@@ -294,7 +294,7 @@ pub fn gemm_gated<T: Element>(
 
 /// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
 /// where the sums start and the ReLU is applied as the result is stored, so neither costs a pass
-/// over the batch of its own; a single row reads `W`'s column-major copy when `w` has one (see
+/// over the batch of its own; a single row reads `W`'s copy for one-row products when `w` has one (see
 /// [`one_row`]).
 pub fn affine<T: Element>(
     x: &ArrayView2<T>,
@@ -352,7 +352,7 @@ pub fn affine<T: Element>(
 }
 
 /// A weight matrix as the affine kernels read it: its value and, when it comes from
-/// [`Param::weights`](crate::Param::weights), the column-major copy that one-row products read
+/// [`Param::weights`](crate::Param::weights), the copy that one-row products read
 /// instead once the weight has served a few of them unchanged. A plain view converts into one
 /// without the copy.
 #[derive(Debug)]
@@ -370,8 +370,8 @@ impl<'a, T> From<ArrayView2<'a, T>> for Weights<'a, T> {
     }
 }
 
-/// Whether `f32` products run on chainrule's own kernels (and one-row products read column-major
-/// copies, see [`one_row`]): on x86-64 with AVX-512F.
+/// Whether `f32` products run on chainrule's own kernels (and one-row products read copies laid
+/// out for them, see [`one_row`]): on x86-64 with AVX-512F.
 pub(crate) fn avx512_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx512f");

@@ -12,7 +12,7 @@ pub struct Param<T, D: Dimension> {
     dim: D,
     value: Array<T, D>,
     grad: Array<T, D>,
-    /// For a weight matrix read by one-row products: a column-major copy of `value`, dropped
+    /// For a weight matrix read by one-row products: a copy of `value` laid out for them, dropped
     /// whenever `value` is lent out mutably.
     columns: ColumnCopy<T>,
 }
@@ -124,9 +124,9 @@ impl<T: Element, D: Dimension> Param<T, D> {
 }
 
 impl<T: Element> Param<T, Ix2> {
-    /// The value as the affine kernels read it, with the column-major copy that one-row
-    /// products (batch 1) switch to once the weight has served a few of them unchanged: dot
-    /// products over contiguous columns instead of sums over strided rows. The copy is
+    /// The value as the affine kernels read it, with the copy that one-row products (batch 1)
+    /// switch to once the weight has served a few of them unchanged: dot products over columns
+    /// laid out one after another instead of sums over strided rows. The copy is
     /// allocated at the first one-row product, made after a few more, and remade after every
     /// change to the value. Its sums run in another order, so results may differ from the
     /// first few calls' in the last bits.

@@ -278,7 +278,7 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
     use chainrule_runtime::Param;
     use chainrule_runtime::kernels::affine_relu_forward;
     // With AVX-512, a weight that serves enough one-row products unchanged is read through a
-    // column-major copy; the copy must be remade whenever the value may have changed, whichever
+    // copy laid out for them; the copy must be remade whenever the value may have changed, whichever
     // way it was changed, and a clone must not share it.
     let reference = |x: ndarray::ArrayView2<f32>, w: ndarray::ArrayView2<f32>, b: &Array1<f32>| {
         Array2::from_shape_fn((1, w.ncols()), |(_, j)| {
@@ -288,8 +288,8 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
                     .sum::<f64>()
         })
     };
-    // The row sits in a wider batch, as a named input's columns do: on a 64-byte boundary (read
-    // in place) or 8 bytes past one (copied to one first; rows over 2048 are read in place).
+    // The row sits in a wider batch, as a named input's columns do: on a 64-byte boundary or 8
+    // bytes past one (its loads then straddle cache lines).
     for (k, shift) in [1, 7, 16, 17, 100, 784, 2100]
         .into_iter()
         .flat_map(|k| [(k, 0), (k, 2)])

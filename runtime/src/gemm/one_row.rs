@@ -1,19 +1,22 @@
 //! One row times a weight matrix (batch 1, the latency path): `z = x·W + b`, read as one dot
-//! product per output over a column-major copy of `W`.
+//! product per output over a copy of `W` laid out for it.
 //!
 //! Row-major, `W`'s columns are strided: one row `x` times `W` adds `x[i]` times each row of `W`
 //! into the outputs, which keeps every output's sum in a register chain and reads rows that
-//! straddle cache lines (2.3 µs for the book's 784×50 layer on one core). Column-major and
-//! 64-byte aligned, every output is a dot product over whole cache lines, four outputs at a
-//! time sharing each load of `x`: 1.35 µs, near the time it takes just to stream the matrix's
-//! 157 KB from L2 (1.12 µs for a loop of nothing but loads on this machine; the weight does not
-//! fit in L1, so every call streams it). The copy is kept with the weight ([`ColumnCopy`] in
+//! straddle cache lines (2.3 µs for the book's 784×50 layer on one core). The copy serves four
+//! outputs at a time, sharing each load of `x`: for each group of four columns it holds their
+//! first 16 values, then their next 16, and so on, 64-byte aligned, so that every load is a whole
+//! cache line and the whole copy is read front to back as one stream. The weight (157 KB for
+//! 784×50) does not fit in L1, so every call streams it from L2; one stream does that at nearly
+//! the speed of a loop of nothing but loads (0.85 against 0.78–0.82 µs on the development
+//! machine's AMD Zen 5), where four columns stored one after the other, four short streams per
+//! group, took 1.18 µs. The copy is kept with the weight ([`ColumnCopy`] in
 //! [`Param`](crate::Param)), made once the weight has served [`USES_BEFORE_COPY`] one-row products
 //! unchanged, and dropped whenever the weight may change.
 //!
 //! With [`WeightPrecision::Half`] the copy is rounded to IEEE half precision (binary16) and made at
 //! the first one-row product: half the bytes to stream, widened to `f32` as they are loaded, the
-//! sums still in `f32` (0.64 µs instead of 1.23 µs for the kernel alone on 784×50).
+//! sums still in `f32`.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -23,7 +26,7 @@ use ndarray::ArrayView2;
 #[cfg(target_arch = "x86_64")]
 use super::{Ends, Raw, first_lanes};
 
-/// One-row products a weight serves unchanged before it is copied column-major: a weight that
+/// One-row products a weight serves unchanged before it is copied for them: a weight that
 /// changes after every sample (training one sample at a time) is never copied, and one that
 /// stays (inference) is copied once, for the cost of about four of its products (10 µs for the
 /// book's 784×50 weight).
@@ -44,10 +47,13 @@ pub enum WeightPrecision {
     Half,
 }
 
-/// A column-major copy of a weight matrix, for one-row products.
+/// A copy of a weight matrix laid out for one-row products.
 ///
-/// Each column of `W` (in × out) is stored contiguously from a 64-byte boundary and padded with
-/// zeros to a whole number of 16-lane vectors.
+/// The columns of `W` (in × out) go in groups of four (the last group may have fewer), each
+/// column padded with zeros to [`stride`] values; a group of `O` columns starting at column `j`
+/// starts at element `j · stride`, and holds 16 values of each of its columns in turn: element
+/// `i` of its column `o` is at `16·O·(i / 16) + 16·o + i % 16`. The copy starts on a 64-byte
+/// boundary, so every group and every run of 16 values does too (32-byte in half precision).
 pub(crate) struct ColumnCopy<T> {
     /// The columns, from the first 64-byte boundary on; allocated at the first one-row product,
     /// so a later one allocates nothing.
@@ -129,14 +135,25 @@ pub(crate) enum Columns<'a> {
     Half(&'a [u16]),
 }
 
-/// Floats between the starts of two columns in the copy of a weight with `rows` rows.
+/// Values per column in the copy of a weight with `rows` rows: a whole number of 16-lane vectors.
 fn stride(rows: usize) -> usize {
     rows.div_ceil(16) * 16
 }
 
+/// Where element `(i, j)` of a weight with `cols` columns goes in its copy (see [`ColumnCopy`]).
+#[cfg(target_arch = "x86_64")]
+fn position(i: usize, j: usize, stride: usize, cols: usize) -> usize {
+    let first = j / GROUP * GROUP;
+    let width = GROUP.min(cols - first);
+    first * stride + 16 * width * (i / 16) + 16 * (j - first) + i % 16
+}
+
+/// Outputs computed together, sharing each load of `x`.
+const GROUP: usize = 4;
+
 #[cfg(target_arch = "x86_64")]
 impl ColumnCopy<f32> {
-    /// Counts a one-row product of `w` and returns its column-major copy once it is worth
+    /// Counts a one-row product of `w` and returns its copy (see [`ColumnCopy`]) once it is worth
     /// having, else `None`.
     pub(crate) fn for_one_row(&mut self, w: &ArrayView2<f32>) -> Option<Columns<'_>> {
         let (rows, cols) = w.dim();
@@ -156,10 +173,10 @@ impl ColumnCopy<f32> {
                 return None;
             }
             let columns = &mut self.data[start..start + len];
-            // Row by row: `w` is read in order, the copy written 16 columns apart.
+            // Row by row: `w` is read in order.
             for (i, row) in w.rows().into_iter().enumerate() {
                 for (j, &value) in row.iter().enumerate() {
-                    columns[j * stride + i] = value;
+                    columns[position(i, j, stride, cols)] = value;
                 }
             }
             self.half.clear();
@@ -210,7 +227,7 @@ unsafe fn halve(from: &[f32], to: &mut [u16]) -> bool {
 }
 
 /// `z = start + x·W` (and `max(z, 0)` into `ends.relu`) for one row `x` of length k and `W`
-/// given as its column-major copy `columns`.
+/// given as its copy `columns` (see [`ColumnCopy`]).
 ///
 /// # Safety
 /// AVX-512F must be present; `x` must hold k contiguous floats, `columns` must come from
@@ -243,26 +260,15 @@ unsafe fn product_of<W>(x: &[f32], columns: &[W], z: Raw, n: usize, ends: Ends) 
     let k = x.len();
     let stride = stride(k);
     debug_assert_eq!(columns.len(), stride * n);
-    // Every group of columns reads all of x again: from a 64-byte boundary its vectors are whole
-    // cache lines, where a row elsewhere straddles two lines with every load (784×50: 1.39 →
-    // 1.35 µs).
-    let mut aligned = std::mem::MaybeUninit::<[__m512; ALIGNED_MAX / 16]>::uninit();
-    let x = if k <= ALIGNED_MAX && !(x.as_ptr() as usize).is_multiple_of(64) {
-        let to = aligned.as_mut_ptr().cast::<f32>();
-        // SAFETY: the buffer holds ALIGNED_MAX ≥ k floats; the k written are then read.
-        unsafe {
-            std::ptr::copy_nonoverlapping(x.as_ptr(), to, k);
-            std::slice::from_raw_parts(to, k)
-        }
-    } else {
-        x
-    };
+    // `x` is read where it lies, on a 64-byte boundary or not: on the development machine's
+    // Zen 5, copying a row of 784 to one first cost more than loads that straddle cache lines
+    // (784×50: 1.00 against 0.92 µs a call).
     let mut j = 0;
     while j < n {
-        let outputs = (n - j).min(4);
+        let outputs = (n - j).min(GROUP);
         let group = columns.as_ptr().wrapping_add(j * stride);
-        // SAFETY: the group's `outputs` columns of `stride` ≥ k floats each lie in `columns`
-        // (the caller's contract), 64-byte aligned.
+        // SAFETY: the group's `outputs` columns of `stride` ≥ k values each lie in `columns`
+        // from `group` on, interleaved and aligned as `sums` needs (the caller's contract).
         let sums = unsafe {
             match outputs {
                 4 => sums::<4, W>(x, group, stride),
@@ -285,64 +291,61 @@ unsafe fn product_of<W>(x: &[f32], columns: &[W], z: Raw, n: usize, ends: Ends) 
     }
 }
 
-/// The longest row copied to a 64-byte boundary before a one-row product (8 KB on the stack).
-const ALIGNED_MAX: usize = 2048;
-
-/// The dot products of `x` with the `O` columns from `group` on (`stride` elements apart), in the
-/// first `O` of four sums; a loop for each `O`, so that no step asks which columns exist.
+/// The dot products of `x` with the `O` columns of the group at `group`, in the first `O` of
+/// four sums; a loop for each `O`, so that no step asks which columns exist.
 ///
 /// # Safety
-/// AVX-512F must be present; `W` must be `f32`, or `u16` holding half-precision numbers; the `O`
-/// columns must each hold `stride` ≥ `x.len()` elements from a 64-byte boundary (32-byte for
-/// `u16`).
+/// AVX-512F must be present; `W` must be `f32`, or `u16` holding half-precision numbers; the
+/// group must hold `O · stride` elements, `stride` ≥ `x.len()`, laid out as [`ColumnCopy`] says,
+/// from a 64-byte boundary (32-byte for `u16`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn sums<const O: usize, W>(x: &[f32], group: *const W, stride: usize) -> [f32; 4] {
-    // 16 lanes of a column from `at` on, widened to `f32` from half precision where they are
-    // stored so (the choice is made at compile time).
+    // The 16 values of column `o` from element `16·p` on, widened to `f32` from half precision
+    // where they are stored so (the choice is made at compile time).
     macro_rules! load {
-        ($at:expr) => {
+        ($p:expr, $o:expr) => {{
+            let at = group.add(16 * O * $p + 16 * $o);
             if size_of::<W>() == 2 {
-                _mm512_cvtph_ps(_mm256_load_si256($at.cast()))
+                _mm512_cvtph_ps(_mm256_load_si256(at.cast()))
             } else {
-                _mm512_load_ps($at.cast())
+                _mm512_load_ps(at.cast())
             }
-        };
+        }};
     }
     let k = x.len();
+    debug_assert!(stride >= k);
     let (full, tail) = (k / 16, first_lanes(k % 16));
     let x = x.as_ptr();
     // Two sums per output (even and odd vectors of the column), so that each register's chain of
     // multiply-adds is half as long.
     let mut even = [_mm512_setzero_ps(); O];
     let mut odd = [_mm512_setzero_ps(); O];
-    let column: [*const W; O] = std::array::from_fn(|o| group.wrapping_add(o * stride));
-    // SAFETY (the loads): `x` holds k floats and the tail load is masked to them; the columns
-    // hold `stride` ≥ k floats, aligned (the caller's contract).
+    // SAFETY (the loads): `x` holds k floats and the tail load is masked to them; the group
+    // holds `stride / 16` ≥ k / 16 runs of 16 values per column, aligned (the caller's contract).
     unsafe {
         let mut p = 0;
         while p + 2 <= full {
             let x0 = _mm512_loadu_ps(x.add(16 * p));
             let x1 = _mm512_loadu_ps(x.add(16 * p + 16));
             for o in 0..O {
-                let c = column[o].add(16 * p);
-                even[o] = _mm512_fmadd_ps(x0, load!(c), even[o]);
-                odd[o] = _mm512_fmadd_ps(x1, load!(c.add(16)), odd[o]);
+                even[o] = _mm512_fmadd_ps(x0, load!(p, o), even[o]);
+                odd[o] = _mm512_fmadd_ps(x1, load!(p + 1, o), odd[o]);
             }
             p += 2;
         }
         if p < full {
             let x0 = _mm512_loadu_ps(x.add(16 * p));
-            for o in 0..O {
-                even[o] = _mm512_fmadd_ps(x0, load!(column[o].add(16 * p)), even[o]);
+            for (o, sum) in even.iter_mut().enumerate() {
+                *sum = _mm512_fmadd_ps(x0, load!(p, o), *sum);
             }
             p += 1;
         }
         if tail != 0 {
             let x0 = _mm512_maskz_loadu_ps(tail, x.add(16 * p));
-            for o in 0..O {
-                odd[o] = _mm512_fmadd_ps(x0, load!(column[o].add(16 * p)), odd[o]);
+            for (o, sum) in odd.iter_mut().enumerate() {
+                *sum = _mm512_fmadd_ps(x0, load!(p, o), *sum);
             }
         }
     }
