@@ -124,8 +124,7 @@ impl<T> std::fmt::Debug for ColumnCopy<T> {
     }
 }
 
-/// The copy a one-row product reads: [`stride`] elements per column, each column from a 64-byte
-/// boundary (a 32-byte one in half precision).
+/// The copy a one-row product reads, laid out as [`ColumnCopy`] says.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Columns<'a> {
@@ -149,6 +148,7 @@ fn position(i: usize, j: usize, stride: usize, cols: usize) -> usize {
 }
 
 /// Outputs computed together, sharing each load of `x`.
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 4;
 
 #[cfg(target_arch = "x86_64")]
