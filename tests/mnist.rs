@@ -65,8 +65,8 @@ fn half_precision_weights_classify_one_image_at_a_time_as_well() {
     }
     let half = evaluate(&mut net, &data.test, 1).unwrap();
     println!("one image at a time: full precision {full:?}, half-precision weights {half:?}");
-    // At most two of the thousand images classified differently, and the mean loss within
-    // 0.5 %; not the same to the last bit, or the rounded copy was not read.
+    // The accuracy within two images of the thousand, and the mean loss within 0.5 %; not the
+    // same to the last bit, or the rounded copy was not read.
     assert!(
         (half.accuracy - full.accuracy).abs() <= 0.002,
         "{half:?} vs {full:?}"
