@@ -13,8 +13,8 @@
 //!   layer) is vectorised along the rows of `C`; a single row (batch 1) runs four interleaved
 //!   sums. A small `B` in another layout (a transposed weight, in `dy·Wᵀ`) is first copied
 //!   row-major into a buffer the thread keeps.
-//! - a single row times a weight that comes with its copy for one-row products (batch 1 through a
-//!   generated network): [`one_row`], one dot product per output.
+//! - a single row times a weight that comes with its copy for one-row products (batch 1 through
+//!   a generated network): [`one_row`], one dot product per output.
 //! - everything else: [`packed`], which packs `B` into panels (the usual blocked scheme).
 //!
 //! Both split large products between the [`pool`](crate::pool)'s threads at block boundaries, so
@@ -294,8 +294,8 @@ pub fn gemm_gated<T: Element>(
 
 /// `z = x·W + b`, and `y = max(z, 0)` as well when `relu` is given. With AVX-512 the bias is
 /// where the sums start and the ReLU is applied as the result is stored, so neither costs a pass
-/// over the batch of its own; a single row reads `W`'s copy for one-row products when `w` has one (see
-/// [`one_row`]).
+/// over the batch of its own; a single row reads `W`'s copy for one-row products when `w` has
+/// one (see [`one_row`]).
 pub fn affine<T: Element>(
     x: &ArrayView2<T>,
     w: Weights<'_, T>,
