@@ -293,7 +293,7 @@ fn one_sample_at_a_time_sees_every_change_to_the_weights() {
         let want = expected(net);
         for call in 0..40 {
             let got = net.forward(one).unwrap().row(0).to_owned();
-            let worst = (&got - &want).iter().fold(0f32, |m, d| m.max(d.abs()));
+            let worst = largest(&(&got - &want));
             assert!(worst < 1e-5, "{what}, call {call}: {got} vs {want}");
         }
     };
@@ -330,16 +330,14 @@ fn half_precision_weights_serve_one_sample_passes_only() {
     // One sample reads the rounded copy: close to full precision, but not the same (with
     // AVX-512; without it the setting was refused and nothing changed).
     let rounded = net.forward(one).unwrap().to_owned();
-    let worst = (&rounded - &single)
-        .iter()
-        .fold(0f32, |m, d| m.max(d.abs()));
-    let size = single.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = largest(&(&rounded - &single));
+    let size = largest(&single);
     assert!(worst <= 2e-3 * size, "{rounded} vs {single}");
     assert_eq!(worst > 1e-6 * size, halves, "{rounded} vs {single}");
     // Back to full precision.
     net.set_one_sample_weights(WeightPrecision::Full).unwrap();
     let again = net.forward(one).unwrap().to_owned();
-    let worst = (&again - &single).iter().fold(0f32, |m, d| m.max(d.abs()));
+    let worst = largest(&(&again - &single));
     assert!(worst <= 1e-6 * size, "{again} vs {single}");
 
     // An f64 network says why it cannot, and stays as it was.
@@ -367,6 +365,11 @@ fn half_precision_weights_serve_one_sample_passes_only() {
         array![[5.5, 1.0]]
     );
     tiny.set_one_sample_weights(WeightPrecision::Full).unwrap();
+}
+
+/// The largest magnitude among `values`.
+fn largest<'a>(values: impl IntoIterator<Item = &'a f32>) -> f32 {
+    values.into_iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
 /// The largest difference between two networks' parameters, relative to the largest value.

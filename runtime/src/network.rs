@@ -70,9 +70,9 @@ pub trait Network {
     /// stream, which is what such a pass spends its time on once a layer's weight outgrows the
     /// L1 cache (the book's 784-50-10 net: 0.95 → 0.74 µs on the development machine). Outputs
     /// move by about 10⁻³ of their size; the README reports the effect on MNIST's test
-    /// predictions. Batches of more than one sample always read the weights as they are. A loss on a single sample reads the
-    /// copy too, so set [`WeightPrecision::Full`] (the default) again before training on one
-    /// sample at a time.
+    /// predictions. Batches of more than one sample always read the weights as they are. A loss
+    /// on a single sample reads the copy too, so set [`WeightPrecision::Full`] (the default)
+    /// again before training on one sample at a time.
     ///
     /// Errs, changing nothing, when half precision cannot apply: a network in `f64`, a
     /// processor without AVX-512 (where one-sample products take the general path), or a
