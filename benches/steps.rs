@@ -106,10 +106,15 @@ fn w3(c: &mut Criterion) {
     group.bench_function("naive", |b| {
         b.iter(|| baseline.predict(black_box(&x))[[0, 0]])
     });
-    if net.set_one_sample_weights(WeightPrecision::Half).is_ok() {
-        group.bench_function("chainrule, half-precision weights", |b| {
-            b.iter(|| net.forward(black_box(x.view())).unwrap()[[0, 0]])
-        });
+    for (precision, name) in [
+        (WeightPrecision::Half, "chainrule, half-precision weights"),
+        (WeightPrecision::BFloat16, "chainrule, bfloat16 weights"),
+    ] {
+        if net.set_one_sample_weights(precision).is_ok() {
+            group.bench_function(name, |b| {
+                b.iter(|| net.forward(black_box(x.view())).unwrap()[[0, 0]])
+            });
+        }
     }
     group.finish();
 }

@@ -102,12 +102,15 @@ fn sized_buffers_are_reused() {
     let one = Array2::from_elem((1, 784), 0.5f32);
     let two = Array2::from_elem((2, 784), 0.5f32);
 
-    // At batch 1 the forward pass uses the one-row product, in full and in half precision; the
-    // buffers and the weights' copies, once made by a first pass, are reused: nothing is
-    // allocated.
-    for precision in [WeightPrecision::Full, WeightPrecision::Half] {
+    // At batch 1 the forward pass uses the one-row product, in each precision; the buffers and
+    // the weights' copies, once made by a first pass, are reused: nothing is allocated.
+    for precision in [
+        WeightPrecision::Full,
+        WeightPrecision::Half,
+        WeightPrecision::BFloat16,
+    ] {
         if net.set_one_sample_weights(precision).is_err() {
-            // No half-precision path here (no AVX-512).
+            // No 16-bit path here (no AVX-512).
             continue;
         }
         net.forward(one.view()).unwrap();

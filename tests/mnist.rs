@@ -55,27 +55,29 @@ fn a_short_run_on_10_000_images_reaches_90_percent() {
 }
 
 #[test]
-fn half_precision_weights_classify_one_image_at_a_time_as_well() {
+fn weights_in_16_bits_classify_one_image_at_a_time_as_well() {
     let data = subset();
     let mut net = train(&data, 10, 7);
     let full = evaluate(&mut net, &data.test, 1).unwrap();
-    if net.set_one_sample_weights(WeightPrecision::Half).is_err() {
-        // Without AVX-512 there is no half-precision path to compare.
-        return;
+    for precision in [WeightPrecision::Half, WeightPrecision::BFloat16] {
+        if net.set_one_sample_weights(precision).is_err() {
+            // Without AVX-512 there is no 16-bit path to compare.
+            return;
+        }
+        let rounded = evaluate(&mut net, &data.test, 1).unwrap();
+        println!("one image at a time: full precision {full:?}, {precision} {rounded:?}");
+        // The accuracy within two images of the thousand, and the mean loss within 0.5 %; not
+        // the same to the last bit, or the rounded copy was not read.
+        assert!(
+            (rounded.accuracy - full.accuracy).abs() <= 0.002,
+            "{precision}: {rounded:?} vs {full:?}"
+        );
+        assert!(
+            (rounded.loss - full.loss).abs() <= 5e-3 * full.loss,
+            "{precision}: {rounded:?} vs {full:?}"
+        );
+        assert_ne!(rounded.loss, full.loss, "{precision}");
     }
-    let half = evaluate(&mut net, &data.test, 1).unwrap();
-    println!("one image at a time: full precision {full:?}, half-precision weights {half:?}");
-    // The accuracy within two images of the thousand, and the mean loss within 0.5 %; not the
-    // same to the last bit, or the rounded copy was not read.
-    assert!(
-        (half.accuracy - full.accuracy).abs() <= 0.002,
-        "{half:?} vs {full:?}"
-    );
-    assert!(
-        (half.loss - full.loss).abs() <= 5e-3 * full.loss,
-        "{half:?} vs {full:?}"
-    );
-    assert_ne!(half.loss, full.loss);
 }
 
 #[test]

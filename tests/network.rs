@@ -314,42 +314,58 @@ fn one_sample_at_a_time_sees_every_change_to_the_weights() {
 }
 
 #[test]
-fn half_precision_weights_serve_one_sample_passes_only() {
+fn weights_in_16_bits_serve_one_sample_passes_only() {
     network! { struct Net { affine(100, 30) -> relu -> affine(30, 4) -> softmax_cross_entropy } }
     let x = Array2::from_shape_fn((2, 100), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
     let one = x.slice(chainrule::ndarray::s![0..1, ..]);
     let mut net = Net::new(Init::He, 3);
     let batch = net.forward(x.view()).unwrap().to_owned();
     let single = net.forward(one).unwrap().to_owned();
-
-    let halves = std::arch::is_x86_feature_detected!("avx512f");
-    let set = net.set_one_sample_weights(WeightPrecision::Half);
-    assert_eq!(set.is_ok(), halves, "{set:?}");
-    // Batches of more than one sample read the weights as they are, bit for bit.
-    assert_eq!(net.forward(x.view()).unwrap(), batch);
-    // One sample reads the rounded copy: close to full precision, but not the same (with
-    // AVX-512; without it the setting was refused and nothing changed).
-    let rounded = net.forward(one).unwrap().to_owned();
-    let worst = largest(&(&rounded - &single));
     let size = largest(&single);
-    assert!(worst <= 2e-3 * size, "{rounded} vs {single}");
-    assert_eq!(worst > 1e-6 * size, halves, "{rounded} vs {single}");
-    // Back to full precision.
-    net.set_one_sample_weights(WeightPrecision::Full).unwrap();
-    let again = net.forward(one).unwrap().to_owned();
-    let worst = largest(&(&again - &single));
-    assert!(worst <= 1e-6 * size, "{again} vs {single}");
+
+    let rounds = std::arch::is_x86_feature_detected!("avx512f");
+    // Each precision with how far its rounding may move the outputs: 2⁻¹¹ and 2⁻⁸ of each
+    // weight, piled up over the sums.
+    for (precision, within) in [
+        (WeightPrecision::Half, 2e-3),
+        (WeightPrecision::BFloat16, 1.6e-2),
+    ] {
+        let set = net.set_one_sample_weights(precision);
+        assert_eq!(set.is_ok(), rounds, "{set:?}");
+        // Batches of more than one sample read the weights as they are, bit for bit.
+        assert_eq!(net.forward(x.view()).unwrap(), batch, "{precision}");
+        // One sample reads the rounded copy: close to full precision, but not the same (with
+        // AVX-512; without it the setting was refused and nothing changed).
+        let rounded = net.forward(one).unwrap().to_owned();
+        let worst = largest(&(&rounded - &single));
+        println!(
+            "{precision}: outputs moved by up to {:.1e} of the largest",
+            worst / size
+        );
+        assert!(worst <= within * size, "{precision}: {rounded} vs {single}");
+        assert_eq!(
+            worst > 1e-6 * size,
+            rounds,
+            "{precision}: {rounded} vs {single}"
+        );
+        // Back to full precision.
+        net.set_one_sample_weights(WeightPrecision::Full).unwrap();
+        let again = net.forward(one).unwrap().to_owned();
+        let worst = largest(&(&again - &single));
+        assert!(worst <= 1e-6 * size, "{precision}: {again} vs {single}");
+    }
 
     // An f64 network says why it cannot, and stays as it was.
     let mut tiny = tiny();
     let err = tiny
-        .set_one_sample_weights(WeightPrecision::Half)
+        .set_one_sample_weights(WeightPrecision::BFloat16)
         .unwrap_err();
     assert!(
         matches!(
             err,
-            Error::NoHalfWeights {
+            Error::UnsupportedPrecision {
                 network: "Tiny",
+                precision: WeightPrecision::BFloat16,
                 ..
             }
         ),
@@ -357,8 +373,8 @@ fn half_precision_weights_serve_one_sample_passes_only() {
     );
     assert_eq!(
         err.to_string(),
-        "Tiny cannot read its weights in half precision: it computes in f64; half-precision \
-         weights serve f32 networks"
+        "Tiny cannot read its weights in bfloat16: it computes in f64; 16-bit weights serve f32 \
+         networks"
     );
     assert_eq!(
         tiny.forward(array![[1.0, 2.0]].view()).unwrap(),

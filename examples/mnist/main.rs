@@ -276,17 +276,22 @@ where
         samples as f64 / training.as_secs_f64()
     );
     let (latency, accuracy) = one_at_a_time(&mut net, test)?;
-    let half = match net.set_one_sample_weights(WeightPrecision::Half) {
-        Ok(()) => {
-            let (latency, accuracy) = one_at_a_time(&mut net, test)?;
-            net.set_one_sample_weights(WeightPrecision::Full)?;
-            format!("{latency:.2} µs and {accuracy:.4} with half-precision weights")
+    let mut line =
+        format!("one test image at a time: {latency:.2} µs per image and accuracy {accuracy:.4}");
+    for precision in [WeightPrecision::Half, WeightPrecision::BFloat16] {
+        match net.set_one_sample_weights(precision) {
+            Ok(()) => {
+                let (latency, accuracy) = one_at_a_time(&mut net, test)?;
+                line += &format!("; {latency:.2} µs and {accuracy:.4} in {precision}");
+            }
+            Err(why) => {
+                line += &format!("; {why}");
+                break;
+            }
         }
-        Err(why) => format!("no half-precision weights: {why}"),
-    };
-    println!(
-        "one test image at a time: {latency:.2} µs per image and accuracy {accuracy:.4}; {half}"
-    );
+    }
+    net.set_one_sample_weights(WeightPrecision::Full)?;
+    println!("{line}");
     if let Some(path) = &args.save {
         checkpoint::save(&net, path)?;
         println!("saved parameters to {}", path.display());

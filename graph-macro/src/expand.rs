@@ -116,13 +116,13 @@ impl Generator<'_> {
                 param_names.push((param_name, field));
             }
         }
-        // Weight matrices: what one-sample passes may read in half precision.
+        // Weight matrices: what one-sample passes may read in 16 bits.
         let one_sample_weights = quote! {
             fn set_one_sample_weights(
                 &mut self,
                 precision: ::chainrule::WeightPrecision,
             ) -> ::chainrule::Result<()> {
-                ::chainrule::check_half_weights::<#elem>(#name, precision)?;
+                ::chainrule::check_weight_precision::<#elem>(#name, precision)?;
                 #(self.#matrices.set_one_row_precision(precision);)*
                 ::core::result::Result::Ok(())
             }

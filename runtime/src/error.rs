@@ -1,3 +1,4 @@
+use crate::gemm::WeightPrecision;
 use std::path::PathBuf;
 
 /// What can go wrong when a network runs: every case names what was expected and what came.
@@ -80,10 +81,12 @@ pub enum Error {
         path: std::path::PathBuf,
         problem: String,
     },
-    /// Half-precision weights were asked of a network that cannot read them.
-    #[error("{network} cannot read its weights in half precision: {reason}")]
-    NoHalfWeights {
+    /// One-sample passes were asked to read the weights in a precision that the network cannot
+    /// (see [`Network::set_one_sample_weights`](crate::Network::set_one_sample_weights)).
+    #[error("{network} cannot read its weights in {precision}: {reason}")]
+    UnsupportedPrecision {
         network: &'static str,
+        precision: WeightPrecision,
         reason: &'static str,
     },
     /// An optimiser name that [`Optim::from_name`](crate::optim::Optim::from_name) does not know.

@@ -37,8 +37,8 @@ pub use init::{Init, ParamInit};
 pub use network::{Network, Trainable, ValueRef, argmax_rows};
 #[doc(hidden)]
 pub use network::{
-    Pass, check_batch, check_half_weights, check_input, check_output_grad, copy_input, edge_label,
-    kept_input, no_input_grad, resize_rows, unknown_param,
+    Pass, check_batch, check_input, check_output_grad, check_weight_precision, copy_input,
+    edge_label, kept_input, no_input_grad, resize_rows, unknown_param,
 };
 pub use param::{Param, ParamMut, ParamRef};
 pub use target::Target;

@@ -323,23 +323,30 @@ fn one_row_products_through_a_param_follow_every_change_of_its_value() {
 }
 
 #[test]
-fn one_row_products_in_half_precision_read_the_rounded_weights() {
+fn one_row_products_in_16_bits_read_the_rounded_weights() {
     use chainrule_runtime::kernels::affine_relu_forward;
     use chainrule_runtime::{Param, WeightPrecision};
-    use half::f16;
+    use half::{bf16, f16};
+    // A weight rounded to `precision` (None if it has no finite value there), in f64.
+    let round = |v: f32, precision: WeightPrecision| match precision {
+        WeightPrecision::Full => Some(v as f64),
+        WeightPrecision::Half => Some(f16::from_f32(v).to_f64()).filter(|v| v.is_finite()),
+        WeightPrecision::BFloat16 => Some(bf16::from_f32(v).to_f64()).filter(|v| v.is_finite()),
+    };
     // `x·round(W) + b`, in f64, and the bound on the error of any order of f32 sums of its k
-    // terms (and the bias); rounded to half precision only where the kernel does (AVX-512) and
-    // every weight has a finite half.
-    let halves = std::arch::is_x86_feature_detected!("avx512f");
-    let expected = |x: ndarray::ArrayView2<f32>, w: &Array2<f32>, b: &Array1<f32>, half: bool| {
-        let half = half && w.iter().all(|&v| f16::from_f32(v).is_finite());
-        let w = w.mapv(|v| {
-            if half {
-                f16::from_f32(v).to_f64()
-            } else {
-                v as f64
-            }
-        });
+    // terms (and the bias); rounded only where the kernel rounds (AVX-512) and every weight has
+    // a finite value in the precision asked for.
+    let rounds = std::arch::is_x86_feature_detected!("avx512f");
+    let expected = |x: ndarray::ArrayView2<f32>,
+                    w: &Array2<f32>,
+                    b: &Array1<f32>,
+                    precision: WeightPrecision| {
+        let rounded = w.mapv(|v| round(v, precision));
+        let w = if rounds && rounded.iter().all(Option::is_some) {
+            rounded.mapv(Option::unwrap)
+        } else {
+            w.mapv(|v| v as f64)
+        };
         let sums = Array2::from_shape_fn((1, w.ncols()), |(_, j)| {
             let terms = (0..w.nrows()).map(|p| x[[0, p]] as f64 * w[[p, j]]);
             let size = terms.clone().map(f64::abs).sum::<f64>() + b[j].abs() as f64;
@@ -359,65 +366,64 @@ fn one_row_products_in_half_precision_read_the_rounded_weights() {
             );
         }
     };
-    for (k, shift) in [1, 7, 16, 17, 100, 784, 2100]
+    for (k, shift) in [1, 7, 16, 17, 31, 32, 33, 48, 100, 784, 2100]
         .into_iter()
         .flat_map(|k| [(k, 0), (k, 2)])
     {
         for n in [1, 3, 4, 5, 10, 50, 65] {
-            let wide = filled(1, k + 32, 21).mapv(|v| v.abs() + 0.25);
+            let mut wide = filled(1, k + 32, 21).mapv(|v| v.abs() + 0.25);
             let first = wide.as_ptr().align_offset(64) + shift;
+            // At most 1 where the weight below is too large, so that its product stays finite.
+            wide[[0, first + k / 2]] = 0.5;
             let x = wide.slice(s![.., first..first + k]);
             let b = Array1::from_shape_fn(n, |j| (j % 5) as f32 * 0.2 - 0.4);
-            // Weights of mixed signs, and positive ones near a third, which half precision
-            // rounds down by about 2⁻¹² of their size: an error that the sums pile up, far past
-            // what f32 sums lose.
+            // Weights of mixed signs, and positive ones near a third, which both precisions
+            // round down (by up to 2⁻¹¹ and 2⁻⁸ of their size): an error that the sums pile up,
+            // far past what f32 sums lose.
             let mixed = filled(k, n, 22);
             let thirds = filled(k, n, 23).mapv(|v| (1.0 + v / 64.0) / 3.0);
-            // Too large for half precision in one place: the weight keeps full precision (until
-            // it is halved).
+            // Too large for 16 bits in one place: the weight keeps full precision (until it is
+            // halved, when bfloat16 holds it).
             let mut large = mixed.clone();
-            large[[k / 2, n - 1]] = 1e5;
-            for (name, weight, half) in [
-                ("mixed", mixed, halves),
-                ("thirds", thirds, halves),
-                ("large", large, halves),
-            ] {
-                let what = format!("{name} weights, k {k}, n {n}, x shifted by {shift}");
-                let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
-                w.value_mut().assign(&weight);
-                w.set_one_row_precision(WeightPrecision::Half);
-                let run = |w: &mut Param<f32, ndarray::Ix2>| {
-                    let mut z = Array2::from_elem((1, n), f32::NAN);
-                    let mut y = Array2::from_elem((1, n), f32::NAN);
-                    affine_relu_forward(x, w.weights(), b.view(), z.view_mut(), y.view_mut());
-                    assert_eq!(y, z.mapv(|z| z.max(0.0)), "y, {what}");
-                    z
-                };
-                // From the first call on, and in a clone, which keeps the precision.
-                check(&run(&mut w), &expected(x, &weight, &b, half), &what);
-                check(&run(&mut w.clone()), &expected(x, &weight, &b, half), &what);
-                // A new value is rounded anew.
-                w.value_mut().mapv_inplace(|v| v * 0.5);
-                let halved = weight.mapv(|v| v * 0.5);
-                check(
-                    &run(&mut w),
-                    &expected(x, &halved, &b, half),
-                    &format!("{what}, halved"),
-                );
-                // Back to full precision: the weights as they are.
-                w.set_one_row_precision(WeightPrecision::Full);
-                let full = expected(x, &halved, &b, false);
-                for call in 0..20 {
-                    check(
-                        &run(&mut w),
-                        &full,
-                        &format!("{what}, full again, call {call}"),
-                    );
+            large[[k / 2, n - 1]] = 3.4e38;
+            for precision in [WeightPrecision::Half, WeightPrecision::BFloat16] {
+                for (name, weight) in [("mixed", &mixed), ("thirds", &thirds), ("large", &large)] {
+                    let what =
+                        format!("{precision}, {name} weights, k {k}, n {n}, x shifted by {shift}");
+                    let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
+                    w.value_mut().assign(weight);
+                    w.set_one_row_precision(precision);
+                    let run = |w: &mut Param<f32, ndarray::Ix2>| {
+                        let mut z = Array2::from_elem((1, n), f32::NAN);
+                        let mut y = Array2::from_elem((1, n), f32::NAN);
+                        affine_relu_forward(x, w.weights(), b.view(), z.view_mut(), y.view_mut());
+                        assert_eq!(y, z.mapv(|z| z.max(0.0)), "y, {what}");
+                        z
+                    };
+                    // From the first call on, and in a clone, which keeps the precision.
+                    let first = expected(x, weight, &b, precision);
+                    check(&run(&mut w), &first, &what);
+                    check(&run(&mut w.clone()), &first, &what);
+                    // A new value is rounded anew.
+                    w.value_mut().mapv_inplace(|v| v * 0.5);
+                    let halved = weight.mapv(|v| v * 0.5);
+                    let what = format!("{what}, halved");
+                    check(&run(&mut w), &expected(x, &halved, &b, precision), &what);
+                    // Back to full precision: the weights as they are.
+                    w.set_one_row_precision(WeightPrecision::Full);
+                    let full = expected(x, &halved, &b, WeightPrecision::Full);
+                    for call in 0..20 {
+                        check(
+                            &run(&mut w),
+                            &full,
+                            &format!("{what}, full again, call {call}"),
+                        );
+                    }
+                    // And 16 bits again, after full precision has made its copy.
+                    let again = expected(x, &halved, &b, precision);
+                    w.set_one_row_precision(precision);
+                    check(&run(&mut w), &again, &format!("{what}, {precision} again"));
                 }
-                // And half again, after full precision has made its copy.
-                w.set_one_row_precision(WeightPrecision::Half);
-                let again = expected(x, &halved, &b, half);
-                check(&run(&mut w), &again, &format!("{what}, half again"));
             }
         }
     }

@@ -457,29 +457,30 @@ fn display_shows_the_hyperparameters() {
 }
 
 #[test]
-fn a_network_written_by_hand_refuses_half_precision_weights_it_cannot_read() {
+fn a_network_written_by_hand_refuses_16_bit_weights_it_cannot_read() {
     use chainrule_runtime::{Network, WeightPrecision};
     // `Toy` does not override `set_one_sample_weights`: full precision is what it reads anyway,
-    // and half precision is refused with a reason rather than ignored.
+    // and 16 bits are refused with a reason rather than ignored.
     let mut toy = Toy::<f32>::new([1.0, 2.0], 0.5);
     toy.set_one_sample_weights(WeightPrecision::Full).unwrap();
-    let err = toy
-        .set_one_sample_weights(WeightPrecision::Half)
-        .unwrap_err();
-    let reason = if std::arch::is_x86_feature_detected!("avx512f") {
-        "it does not implement Network::set_one_sample_weights"
-    } else {
-        "this processor lacks AVX-512, which the half-precision one-sample kernel needs"
-    };
-    assert_eq!(
-        err,
-        Error::NoHalfWeights {
-            network: "Toy",
-            reason
-        }
-    );
-    let err = Toy::<f64>::new([1.0, 2.0], 0.5)
-        .set_one_sample_weights(WeightPrecision::Half)
-        .unwrap_err();
-    assert!(err.to_string().contains("computes in f64"), "{err}");
+    for precision in [WeightPrecision::Half, WeightPrecision::BFloat16] {
+        let err = toy.set_one_sample_weights(precision).unwrap_err();
+        let reason = if std::arch::is_x86_feature_detected!("avx512f") {
+            "it does not implement Network::set_one_sample_weights"
+        } else {
+            "this processor lacks AVX-512, which the 16-bit one-sample kernels need"
+        };
+        assert_eq!(
+            err,
+            Error::UnsupportedPrecision {
+                network: "Toy",
+                precision,
+                reason
+            }
+        );
+        let err = Toy::<f64>::new([1.0, 2.0], 0.5)
+            .set_one_sample_weights(precision)
+            .unwrap_err();
+        assert!(err.to_string().contains("computes in f64"), "{err}");
+    }
 }

@@ -67,12 +67,13 @@ fn main() {
                 emit(&name, w, a.threads, "steps_per_s", rate, &losses);
             }
             "W3" => {
-                // As the peers compute (f32 throughout), then with the weights read in half
-                // precision (a row of its own), where the processor has the kernel for it.
+                // As the peers compute (f32 throughout), then with the weights read in 16 bits
+                // (a row for each), where the processor has the kernels for it.
                 let (mut net, x, _) = setup::<Book>(&W3);
                 for (precision, label) in [
                     (WeightPrecision::Full, name.clone()),
                     (WeightPrecision::Half, format!("{name}, half-precision weights")),
+                    (WeightPrecision::BFloat16, format!("{name}, bfloat16 weights")),
                 ] {
                     if net.set_one_sample_weights(precision).is_err() {
                         continue;
