@@ -430,6 +430,38 @@ fn one_row_products_in_16_bits_read_the_rounded_weights() {
 }
 
 #[test]
+fn a_nan_weight_stays_a_nan_in_16_bits() {
+    use chainrule_runtime::{Param, WeightPrecision};
+    // A NaN whose payload lies only in the bits that rounding to 16 bits drops: carried into an
+    // infinity it would make its column ±inf (or NaN only by luck of the other terms).
+    let nan = f32::from_bits(0x7f80_0001);
+    let (k, n) = (40, 6);
+    let x = Array2::from_elem((1, k), 0.5f32);
+    let b = Array1::zeros(n);
+    for precision in [
+        WeightPrecision::Full,
+        WeightPrecision::Half,
+        WeightPrecision::BFloat16,
+    ] {
+        let mut w = Param::<f32, ndarray::Ix2>::zeros("w", (k, n));
+        w.value_mut().fill(0.25);
+        w.value_mut()[[3, 2]] = nan;
+        w.set_one_row_precision(precision);
+        let mut z = Array2::from_elem((1, n), 0.0f32);
+        for _ in 0..20 {
+            affine_forward(x.view(), w.weights(), b.view(), z.view_mut());
+            for (j, &value) in z.iter().enumerate() {
+                if j == 2 {
+                    assert!(value.is_nan(), "{precision}: column 2 is {value}");
+                } else {
+                    assert_eq!(value, 5.0, "{precision}: column {j}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn large_element_wise_kernels_match_plain_loops_on_any_thread_count() {
     use chainrule_runtime::kernels::{
         GradMode, affine_backward_params, mul_backward_b, relu_backward, relu_forward,
