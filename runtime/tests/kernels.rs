@@ -423,6 +423,14 @@ fn one_row_products_in_16_bits_read_the_rounded_weights() {
                     let again = expected(x, &halved, &b, precision);
                     w.set_one_row_precision(precision);
                     check(&run(&mut w), &again, &format!("{what}, {precision} again"));
+                    // And straight to the other 16-bit format, laid out another way.
+                    let other = match precision {
+                        WeightPrecision::Half => WeightPrecision::BFloat16,
+                        _ => WeightPrecision::Half,
+                    };
+                    w.set_one_row_precision(other);
+                    let other_copy = expected(x, &halved, &b, other);
+                    check(&run(&mut w), &other_copy, &format!("{what}, then {other}"));
                 }
             }
         }
