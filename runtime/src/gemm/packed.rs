@@ -37,6 +37,8 @@ const KC_COPIED: usize = 256;
 const GROUP: usize = 8;
 /// Steps of `k` ahead of the one it copies that [`pack_a`] asks the cache for.
 const PACK_A_AHEAD: usize = 8;
+/// Values ahead in each of a transposed `B`'s columns that [`pack_b`] asks the cache for.
+const PACK_B_AHEAD: usize = 64;
 /// Floats of `B` per packed block (1 MB, half of a core's L2): a block is `kc` rows deep and as
 /// many whole panels wide as fit. A transposed `A` is copied again for every block of columns,
 /// so a shallow block (`xᵀ·dy` with `k` the batch) had better be wide.
@@ -233,7 +235,8 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let width = NR.min(nc - j0);
         // SAFETY: the caller guarantees B's block and the buffer's size; loads are masked to the
-        // block and stores stay inside the panel's `kc` rows.
+        // block (prefetches, which never fault, may point past it) and stores stay inside the
+        // panel's `kc` rows.
         unsafe {
             let out = out.add(panel * NR * kc);
             let src = b.add(j0 * s.cols as usize);
@@ -246,6 +249,10 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
                         let mut square: [__m512; 16] = std::array::from_fn(|j| {
                             if j16 + j < width {
                                 let col = src.offset((j16 + j) as isize * s.cols).add(p0);
+                                // This column's values 4 lines on: the panel reads 64 of
+                                // them side by side, more streams than the hardware follows.
+                                let ahead = col.wrapping_add(PACK_B_AHEAD);
+                                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                                 _mm512_maskz_loadu_ps(mask, col)
                             } else {
                                 _mm512_setzero_ps()
