@@ -37,6 +37,8 @@ const KC_COPIED: usize = 256;
 const GROUP: usize = 8;
 /// Steps of `k` ahead of the one it copies that [`pack_a`] asks the cache for.
 const PACK_A_AHEAD: usize = 8;
+/// Rows ahead of the one it copies that [`pack_b`] asks the cache for, in a row-major `B`.
+const PACK_B_ROWS_AHEAD: usize = 4;
 /// Values ahead in each of a transposed `B`'s columns that [`pack_b`] asks the cache for.
 const PACK_B_AHEAD: usize = 64;
 /// Floats of `B` per packed block (1 MB, half of a core's L2): a block is `kc` rows deep and as
@@ -217,9 +219,16 @@ unsafe fn pack_b(b: *const f32, s: Raw, kc: usize, nc: usize, out: *mut f32) {
         // rows alone lie a page apart in a wide B); masked loads pad the last panel with zeros.
         for p in 0..kc {
             // SAFETY: the caller guarantees B's block and the buffer's size; loads are masked to
-            // the block's columns, and each panel's 64-byte-aligned step holds `NR` values.
+            // the block's columns (prefetches, which never fault, may point past it), and each
+            // panel's 64-byte-aligned step holds `NR` values.
             unsafe {
                 let row = b.offset(p as isize * s.rows);
+                // The block's part of the row `PACK_B_ROWS_AHEAD` on: a wide B's rows lie a page
+                // or more apart, and each part starts a new stream for the hardware to find.
+                let ahead = row.wrapping_offset(PACK_B_ROWS_AHEAD as isize * s.rows);
+                for j in (0..nc).step_by(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(j).cast());
+                }
                 for (panel, j0) in (0..nc).step_by(NR).enumerate() {
                     let masks = vector_masks(nc - j0);
                     let dst = out.add(panel * NR * kc + p * NR);
