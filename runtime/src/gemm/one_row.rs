@@ -44,16 +44,17 @@ pub enum WeightPrecision {
     Full,
     /// Rounded to IEEE half precision (binary16: 11 significant bits, relative error at most
     /// 2⁻¹¹ per weight), widened back to `f32` as they are read; the sums, biases and
-    /// activations stay in `f32`. A weight too large for half precision (above 65504) keeps full
-    /// precision. Batches of more than one sample read the weights as they are; a loss on a
-    /// single sample reads the copy too.
+    /// activations stay in `f32`. A weight matrix holding a value too large for half precision
+    /// (above 65504) keeps full precision. Batches of more than one sample read the weights as
+    /// they are; a loss on a single sample reads the copy too.
     Half,
     /// Rounded to bfloat16 (8 significant bits, relative error at most 2⁻⁸ per weight, the
     /// exponent range of `f32`), widened back to `f32` as they are read; the sums, biases and
     /// activations stay in `f32`. Widening takes one shift or mask per 16 weights, less than
     /// [`WeightPrecision::Half`]'s conversion, so this is the fastest of the three and the least
-    /// precise. Batches of more than one sample read the weights as they are; a loss on a single
-    /// sample reads the copy too.
+    /// precise. A weight matrix holding a finite value that rounds to infinity (above about
+    /// 3.39·10³⁸) keeps full precision. Batches of more than one sample read the weights as they
+    /// are; a loss on a single sample reads the copy too.
     BFloat16,
 }
 
