@@ -1,9 +1,9 @@
 //! Allocation counting: what a generated network allocates once its buffers are sized.
 //!
-//! The counter is global, so this test runs without libtest (`harness = false`): the harness's own
-//! threads allocate now and then (4 allocations at a random moment, in a third to a half of the runs here),
-//! which would count as the network's. The only threads here are this one and the pool's workers,
-//! whose allocations do count.
+//! The counter is global, so this test runs without libtest (`harness = false`): the harness's
+//! own threads allocate now and then (4 allocations at a random moment, in a third to a half of
+//! the runs here), which would count as the network's. The only threads here are this one and
+//! the pool's workers, whose allocations do count.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

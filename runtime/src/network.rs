@@ -71,9 +71,10 @@ pub trait Network {
     /// layer's weight outgrows the L1 cache. On the development machine the book's 784-50-10 net
     /// takes 0.93 µs in full precision, 0.72 in half precision and 0.56 in bfloat16; on MNIST
     /// the scores moved by up to 0.1 % of a sample's largest in half precision and 0.6 % in
-    /// bfloat16 (the README reports the effect on the test predictions). Batches of more than one sample always read the
-    /// weights as they are. A loss on a single sample reads the copy too, so set
-    /// [`WeightPrecision::Full`] (the default) again before training on one sample at a time.
+    /// bfloat16 (the README reports the effect on the test predictions). Batches of more than
+    /// one sample always read the weights as they are. A loss on a single sample reads the copy
+    /// too, so set [`WeightPrecision::Full`] (the default) again before training on one sample
+    /// at a time.
     ///
     /// Errs, changing nothing, when 16-bit weights cannot apply: a network in `f64`, a processor
     /// without AVX-512 (where one-sample products take the general path), or a network written

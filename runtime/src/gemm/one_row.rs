@@ -172,16 +172,19 @@ fn stride(rows: usize, precision: WeightPrecision) -> usize {
     rows.div_ceil(run) * run
 }
 
-/// Where element `(i, j)` of a weight with `cols` columns goes in its copy (see [`ColumnCopy`]),
-/// in the layout of bfloat16 (`pairs`) or of the other two.
+/// Where element `(i, j)` of a weight with `cols` columns goes in its copy in `precision` (see
+/// [`ColumnCopy`]), whose columns are `stride` values long.
 #[cfg(target_arch = "x86_64")]
-fn position(i: usize, j: usize, stride: usize, cols: usize, pairs: bool) -> usize {
+fn position(i: usize, j: usize, stride: usize, cols: usize, precision: WeightPrecision) -> usize {
     let first = j / GROUP * GROUP;
     let width = GROUP.min(cols - first);
-    if pairs {
-        first * stride + 32 * width * (i / 32) + 32 * (j - first) + 2 * (i % 16) + (i % 32) / 16
-    } else {
-        first * stride + 16 * width * (i / 16) + 16 * (j - first) + i % 16
+    match precision {
+        WeightPrecision::Full | WeightPrecision::Half => {
+            first * stride + 16 * width * (i / 16) + 16 * (j - first) + i % 16
+        }
+        WeightPrecision::BFloat16 => {
+            first * stride + 32 * width * (i / 32) + 32 * (j - first) + 2 * (i % 16) + (i % 32) / 16
+        }
     }
 }
 
@@ -222,7 +225,7 @@ impl ColumnCopy<f32> {
             // Row by row: `w` is read in order.
             for (i, row) in w.rows().into_iter().enumerate() {
                 for (j, &value) in row.iter().enumerate() {
-                    columns[position(i, j, stride, cols, false)] = value;
+                    columns[position(i, j, stride, cols, WeightPrecision::Full)] = value;
                 }
             }
             self.narrow.clear();
@@ -273,7 +276,7 @@ fn round_to_bfloat16(w: &ArrayView2<f32>, to: &mut [u16], stride: usize) -> bool
                 fits &= value.is_infinite() || rounded & 0x7fff != 0x7f80;
                 rounded as u16
             };
-            to[position(i, j, stride, cols, true)] = rounded;
+            to[position(i, j, stride, cols, WeightPrecision::BFloat16)] = rounded;
         }
     }
     fits
