@@ -13,7 +13,9 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::{Element, Error, Network, Result};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::network::Network;
 
 fn dtype<T: Element>() -> Dtype {
     match T::NAME {

@@ -1,5 +1,6 @@
-use crate::gemm::WeightPrecision;
 use std::path::PathBuf;
+
+use crate::precision::WeightPrecision;
 
 /// What can go wrong when a network runs: every case names what was expected and what came.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

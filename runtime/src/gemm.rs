@@ -26,14 +26,13 @@ use std::any::TypeId;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 
-use crate::Element;
+use crate::element::Element;
 
 mod one_row;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 
 pub(crate) use one_row::ColumnCopy;
-pub use one_row::WeightPrecision;
 
 /// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
 #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,8 @@
 
 use ndarray::ArrayView2;
 
-use crate::{Result, Trainable};
+use crate::error::Result;
+use crate::network::Trainable;
 
 /// How well backprop agreed with the numerical gradient for one parameter.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,8 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::{Element, Param};
+use crate::element::Element;
+use crate::param::Param;
 
 /// How weights are drawn. Biases always start at zero.
 #[derive(Debug, Clone, Copy, PartialEq)]

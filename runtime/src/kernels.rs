@@ -11,7 +11,10 @@
 //!   [`Param::weights`](crate::Param::weights), which lets one-row products use a copy of it
 //!   laid out for them;
 //! - elementwise activations: `NAME_forward(x, y)` and `NAME_backward(y, dy, dx, mode)`: their
-//!   local derivatives are written in terms of the output `y`, so the input need not be kept;
+//!   local derivatives are written in terms of the output `y`, so the input need not be kept; an
+//!   activation with a number argument takes it last: `NAME_forward(x, y, α)` and
+//!   `NAME_backward(y, dy, dx, mode, α)` (`leaky_relu`, `elu`); `softmax` works on each row as a
+//!   whole rather than element by element, with the same calling convention;
 //! - elementwise merges of two values: `NAME_forward(a, b, y)`, and `NAME_backward_a(a, b, y, dy,
 //!   da, mode)`, `NAME_backward_b(a, b, y, dy, db, mode)`, one per input;
 //! - concatenation along the features: `concat_forward(&[parts], y)` and
@@ -25,7 +28,7 @@
 
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
 
-use crate::Element;
+use crate::element::Element;
 pub use crate::gemm::Weights;
 use crate::gemm::{self, gemm};
 
@@ -220,6 +223,90 @@ pub fn tanh_backward<T: Element>(
     mode: GradMode,
 ) {
     store!(mode, dx, [y = y, dy = dy] => dy * (T::one() - y * y));
+}
+
+/// Leaky ReLU forward: `y = x` where `x > 0`, else `α·x`.
+///
+/// Local derivative: 1 where `x > 0`, else `α`; for `α ≥ 0` (which the macro requires) `y > 0`
+/// exactly where `x > 0`, so the backward reads the output.
+pub fn leaky_relu_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>, alpha: T) {
+    store!(GradMode::Set, y, [x = x] => if x > T::zero() { x } else { alpha * x });
+}
+
+/// Leaky ReLU backward: `dx = dy` where `y > 0`, else `α·dy`.
+pub fn leaky_relu_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+    alpha: T,
+) {
+    store!(mode, dx, [y = y, dy = dy] => if y > T::zero() { dy } else { alpha * dy });
+}
+
+/// ELU forward: `y = x` where `x > 0`, else `α·(eˣ − 1)` (computed as `exp_m1`, accurate for `x`
+/// near 0).
+///
+/// Local derivative: 1 where `x > 0`, else `α·eˣ = y + α`, in terms of the output; for `α > 0`
+/// (which the macro requires) `y > 0` exactly where `x > 0`.
+pub fn elu_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>, alpha: T) {
+    store!(GradMode::Set, y, [x = x] => if x > T::zero() { x } else { alpha * x.exp_m1() });
+}
+
+/// ELU backward: `dx = dy` where `y > 0`, else `dy·(y + α)`.
+pub fn elu_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+    alpha: T,
+) {
+    store!(mode, dx, [y = y, dy = dy] => if y > T::zero() { dy } else { dy * (y + alpha) });
+}
+
+/// Softmax forward, row by row: `y_ij = e^(x_ij − m_i) / Σ_k e^(x_ik − m_i)`, where `m_i` is the
+/// row's maximum, so that no exponential overflows (the largest is e⁰ = 1): each row sums to 1
+/// and stays finite however large its (finite) scores.
+///
+/// Local derivative, within a row: `∂y_j/∂x_i = y_j·(δ_ij − y_i)`, in terms of the output; rows
+/// do not depend on each other.
+pub fn softmax_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    crate::pool::row_pieces(y, PIECE, &|mut y, rows| {
+        let x = x.slice_move(s![rows, ..]);
+        for (x, mut y) in x.rows().into_iter().zip(y.rows_mut()) {
+            let max = x.fold(T::neg_infinity(), |m, &v| m.max(v));
+            let mut sum = T::zero();
+            Zip::from(&mut y).and(&x).for_each(|y, &v| {
+                let e = (v - max).exp();
+                *y = e;
+                sum += e;
+            });
+            y.map_inplace(|y| *y /= sum);
+        }
+    });
+}
+
+/// Softmax backward, row by row: `dx = y ⊙ (dy − Σ_j dy_j·y_j)`.
+pub fn softmax_backward<T: Element>(
+    y: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    dx: ArrayViewMut2<T>,
+    mode: GradMode,
+) {
+    crate::pool::row_pieces(dx, PIECE, &|mut dx, rows| {
+        let y = y.slice_move(s![rows.clone(), ..]);
+        let dy = dy.slice_move(s![rows, ..]);
+        for ((y, dy), dx) in y.rows().into_iter().zip(dy.rows()).zip(dx.rows_mut()) {
+            let dot = Zip::from(&y)
+                .and(&dy)
+                .fold(T::zero(), |sum, &y, &dy| sum + dy * y);
+            let dx = Zip::from(dx).and(&y).and(&dy);
+            match mode {
+                GradMode::Set => dx.for_each(|d, &y, &dy| *d = y * (dy - dot)),
+                GradMode::Add => dx.for_each(|d, &y, &dy| *d += y * (dy - dot)),
+            }
+        }
+    });
 }
 
 /// Add forward: `y = a + b`.

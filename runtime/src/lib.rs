@@ -27,18 +27,26 @@ mod network;
 pub mod optim;
 mod param;
 pub mod pool;
+mod precision;
 mod target;
 pub mod train;
+mod update;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 pub use element::Element;
 pub use error::{DataError, Error, Result};
-pub use gemm::WeightPrecision;
 pub use init::{Init, ParamInit};
-pub use network::{Network, Trainable, ValueRef, argmax_rows};
+pub use network::{Network, Trainable, ValueRef};
+pub use param::{Param, ParamMut, ParamRef};
+pub use precision::WeightPrecision;
+pub use target::{Target, argmax_rows};
+
+// Old paths of generated code; removed once the macro uses __private.
 #[doc(hidden)]
 pub use network::{
     Pass, check_batch, check_input, check_output_grad, check_weight_precision, copy_input,
     edge_label, kept_input, no_input_grad, resize_rows, unknown_param,
 };
-pub use param::{Param, ParamMut, ParamRef};
-pub use target::Target;

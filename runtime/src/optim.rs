@@ -26,7 +26,10 @@ use std::str::FromStr;
 
 use ndarray::ArrayView2;
 
-use crate::{Element, Error, Network, Result, Trainable};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::network::{Network, Trainable};
+use crate::update::{self, decay_for, decayed};
 
 /// What every optimiser does: update a network's parameters from their gradients.
 pub trait Optimizer {
@@ -123,18 +126,6 @@ fn visit<N, const K: usize>(
     state.slots.truncate(i);
 }
 
-/// The weight decay for a parameter of `shape`: `λ` for a weight (two or more axes), 0 for a bias.
-#[inline]
-fn decay_for(shape: &[usize], weight_decay: f64) -> f64 {
-    if shape.len() >= 2 { weight_decay } else { 0.0 }
-}
-
-/// The gradient a rule uses for one scalar: `∂L/∂w + λ·w`, in `f64`.
-#[inline]
-fn decayed<T: Element>(w: f64, g: T, decay: f64) -> f64 {
-    g.to_f64() + decay * w
-}
-
 /// Gives an optimiser an inherent `step` that forwards to [`Optimizer::step`].
 macro_rules! inherent_step {
     ($($t:ty),*) => {$(
@@ -203,30 +194,10 @@ impl Default for Sgd {
     }
 }
 
-/// Parameters with more elements than this are updated by all threads.
-const SHARE_ABOVE: usize = 1 << 14;
-
 impl Optimizer for Sgd {
     fn step<N: Network + ?Sized>(&mut self, net: &mut N) {
         let (lr, weight_decay) = (self.lr, self.weight_decay);
-        net.for_each_param_mut(&mut |p| {
-            let decay = decay_for(p.shape, weight_decay);
-            if decay == 0.0 {
-                // The hot path: `w -= lr·g` in the element type, which the compiler vectorises;
-                // a large parameter is shared between the threads (it streams from memory).
-                let lr = N::Elem::from_f64(lr);
-                crate::pool::zip_pieces(p.value, p.grad, SHARE_ABOVE, &|value, grad| {
-                    for (w, &g) in value.iter_mut().zip(grad) {
-                        *w -= lr * g;
-                    }
-                });
-                return;
-            }
-            for (w, &g) in p.value.iter_mut().zip(p.grad.iter()) {
-                let wf = w.to_f64();
-                *w = N::Elem::from_f64(wf - lr * decayed(wf, g, decay));
-            }
-        });
+        net.for_each_param_mut(&mut |p| update::sgd(p, lr, weight_decay));
     }
 
     fn train_step<N: Trainable + ?Sized>(

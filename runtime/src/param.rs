@@ -1,7 +1,8 @@
 use ndarray::{Array, ArrayViewD, ArrayViewMut, Dimension, IntoDimension, Ix2};
 
-use crate::Element;
-use crate::gemm::{ColumnCopy, WeightPrecision, Weights};
+use crate::element::Element;
+use crate::gemm::{ColumnCopy, Weights};
+use crate::precision::WeightPrecision;
 
 /// A trainable parameter: its value and the gradient of the loss with respect to it, of equal shape.
 ///

@@ -1,6 +1,7 @@
-use ndarray::ArrayView2;
+use ndarray::{ArrayView1, ArrayView2};
 
-use crate::{Element, Error, Result, network::argmax};
+use crate::element::Element;
+use crate::error::{Error, Result};
 
 /// What a loss compares the network's output with: class indices (`&[usize]`, for
 /// `softmax_cross_entropy`) or target values (`ArrayView2`, for `mse`).
@@ -68,4 +69,20 @@ impl<T: Element> Target<T> for ArrayView2<'_, T> {
             .filter(|(y, t)| argmax(*y) == argmax(*t))
             .count()
     }
+}
+
+/// The column of the largest value in each row (the first one on ties).
+pub fn argmax_rows<T: Element>(y: ArrayView2<T>) -> Vec<usize> {
+    y.rows().into_iter().map(argmax).collect()
+}
+
+/// The column of the largest value in `row` (the first one on ties).
+pub(crate) fn argmax<T: Element>(row: ArrayView1<T>) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
 }

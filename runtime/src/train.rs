@@ -3,7 +3,9 @@
 use ndarray::s;
 
 use crate::data::Dataset;
-use crate::{Result, Target, Trainable};
+use crate::error::Result;
+use crate::network::Trainable;
+use crate::target::Target;
 
 /// A network's mean loss and accuracy over a data set.
 #[derive(Debug, Clone, Copy, PartialEq)]

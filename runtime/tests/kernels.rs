@@ -1,5 +1,7 @@
-//! Kernel paths that must agree with each other: the one-row product against the general one.
+//! Kernel paths that must agree with each other: the one-row product against the general one;
+//! and kernels against plain loops.
 
+use chainrule_runtime::Element;
 use chainrule_runtime::kernels::affine_forward;
 use ndarray::{Array1, Array2, s};
 
@@ -664,4 +666,333 @@ fn gated_input_gradient_is_the_product_then_relu_backward() {
     let mut dx = Array2::from_elem((5, 6), f64::NAN);
     affine_relu_backward_input(w.view(), dy.view(), y.view(), dx.view_mut());
     assert_eq!(dx, expected, "f64");
+}
+
+/// Deterministic values in [-scale, scale), in any element type.
+fn filled_as<T: Element>(rows: usize, cols: usize, salt: usize, scale: f64) -> Array2<T> {
+    filled(rows, cols, salt).mapv(|v| T::from_f64(f64::from(v) * scale))
+}
+
+/// A matrix of `(rows, cols)` filled by `f(i, j)`, one element at a time in two plain loops.
+fn plain_loop((rows, cols): (usize, usize), mut f: impl FnMut(usize, usize) -> f64) -> Array2<f64> {
+    let mut out = Array2::zeros((rows, cols));
+    for i in 0..rows {
+        for j in 0..cols {
+            out[[i, j]] = f(i, j);
+        }
+    }
+    out
+}
+
+/// Row-wise softmax in f64, in plain loops: each row shifted by its maximum.
+fn softmax_reference(x: &Array2<f64>) -> Array2<f64> {
+    let mut y = Array2::zeros(x.dim());
+    for i in 0..x.nrows() {
+        let mut max = f64::NEG_INFINITY;
+        for j in 0..x.ncols() {
+            max = max.max(x[[i, j]]);
+        }
+        let mut sum = 0.0;
+        for j in 0..x.ncols() {
+            y[[i, j]] = (x[[i, j]] - max).exp();
+            sum += y[[i, j]];
+        }
+        for j in 0..x.ncols() {
+            y[[i, j]] /= sum;
+        }
+    }
+    y
+}
+
+/// `got` against a reference in f64: within a few roundings of `T` (relative to the larger of
+/// the value and 1), and finite.
+fn assert_near<T: Element>(got: ndarray::ArrayView2<T>, expected: &Array2<f64>, what: &str) {
+    let tolerance = if T::NAME == "f32" { 1e-5 } else { 1e-12 };
+    assert_eq!(got.dim(), expected.dim(), "{what}: shape");
+    for ((i, j), &e) in expected.indexed_iter() {
+        let g = Element::to_f64(got[[i, j]]);
+        assert!(
+            g.is_finite() && (g - e).abs() <= tolerance * e.abs().max(1.0),
+            "{what}, {}, at ({i}, {j}): {g} vs {e}",
+            T::NAME
+        );
+    }
+}
+
+/// A forward kernel, bound to its number argument if it takes one: `(x, y)`.
+type Forward<T> = Box<dyn Fn(ndarray::ArrayView2<T>, ndarray::ArrayViewMut2<T>)>;
+/// A backward kernel, bound to its number argument if it takes one: `(y, dy, dx, mode)`.
+type Backward<T> = Box<
+    dyn Fn(
+        ndarray::ArrayView2<T>,
+        ndarray::ArrayView2<T>,
+        ndarray::ArrayViewMut2<T>,
+        chainrule_runtime::kernels::GradMode,
+    ),
+>;
+/// A forward's reference in f64: `y` from `x`.
+type ForwardReference = Box<dyn Fn(&Array2<f64>) -> Array2<f64>>;
+/// A backward's reference in f64: `dx` from `x`, `y` and `dy`.
+type BackwardReference = Box<dyn Fn(&Array2<f64>, &Array2<f64>, &Array2<f64>) -> Array2<f64>>;
+
+/// A forward kernel and its backward, with their references.
+struct Pair<T> {
+    name: String,
+    forward: Forward<T>,
+    backward: Backward<T>,
+    forward_ref: ForwardReference,
+    backward_ref: BackwardReference,
+}
+
+/// Softmax, leaky ReLU (α = 0, 0.01, 0.3) and ELU (α = 1, 0.5) in `T`, with plain-loop
+/// references.
+fn new_activations<T: Element>() -> Vec<Pair<T>> {
+    use chainrule_runtime::kernels::{
+        GradMode, elu_backward, elu_forward, leaky_relu_backward, leaky_relu_forward,
+        softmax_backward, softmax_forward,
+    };
+    use ndarray::{ArrayView2, ArrayViewMut2};
+    let mut pairs = vec![Pair {
+        name: "softmax".to_owned(),
+        forward: Box::new(softmax_forward::<T>),
+        backward: Box::new(softmax_backward::<T>),
+        forward_ref: Box::new(softmax_reference),
+        backward_ref: Box::new(|_, y, dy| {
+            let mut dots = vec![0.0; y.nrows()];
+            for (i, dot) in dots.iter_mut().enumerate() {
+                for j in 0..y.ncols() {
+                    *dot += dy[[i, j]] * y[[i, j]];
+                }
+            }
+            plain_loop(y.dim(), |i, j| y[[i, j]] * (dy[[i, j]] - dots[i]))
+        }),
+    }];
+    for alpha in [0.0, 0.01, 0.3] {
+        let a = T::from_f64(alpha);
+        // The references use α as `T` holds it.
+        let alpha = Element::to_f64(a);
+        pairs.push(Pair {
+            name: format!("leaky_relu({alpha})"),
+            forward: Box::new(move |x: ArrayView2<T>, y: ArrayViewMut2<T>| {
+                leaky_relu_forward(x, y, a)
+            }),
+            backward: Box::new(
+                move |y: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>, mode: GradMode| {
+                    leaky_relu_backward(y, dy, dx, mode, a)
+                },
+            ),
+            forward_ref: Box::new(move |x| {
+                plain_loop(x.dim(), |i, j| {
+                    let x = x[[i, j]];
+                    if x > 0.0 { x } else { alpha * x }
+                })
+            }),
+            // From the input: the slope is 1 where x > 0.
+            backward_ref: Box::new(move |x, _, dy| {
+                plain_loop(x.dim(), |i, j| {
+                    let dy = dy[[i, j]];
+                    if x[[i, j]] > 0.0 { dy } else { alpha * dy }
+                })
+            }),
+        });
+    }
+    for alpha in [1.0, 0.5] {
+        let a = T::from_f64(alpha);
+        pairs.push(Pair {
+            name: format!("elu({alpha})"),
+            forward: Box::new(move |x: ArrayView2<T>, y: ArrayViewMut2<T>| elu_forward(x, y, a)),
+            backward: Box::new(
+                move |y: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>, mode: GradMode| {
+                    elu_backward(y, dy, dx, mode, a)
+                },
+            ),
+            forward_ref: Box::new(move |x| {
+                plain_loop(x.dim(), |i, j| {
+                    let x = x[[i, j]];
+                    if x > 0.0 { x } else { alpha * (x.exp() - 1.0) }
+                })
+            }),
+            // From the input, `α·eˣ`, rather than the kernel's `y + α`.
+            backward_ref: Box::new(move |x, _, dy| {
+                plain_loop(x.dim(), |i, j| {
+                    let (x, dy) = (x[[i, j]], dy[[i, j]]);
+                    if x > 0.0 { dy } else { dy * alpha * x.exp() }
+                })
+            }),
+        });
+    }
+    pairs
+}
+
+/// Every new activation on `x` (m × n): the forward against its reference, then the backward
+/// against the formula applied to that output, setting into a buffer of NaNs and adding to one
+/// of other values; once more with `x` and the outputs in transposed layouts. Returns the
+/// outputs.
+fn check_new_activations<T: Element>((m, n): (usize, usize), what: &str) -> Vec<Array2<T>> {
+    use chainrule_runtime::kernels::GradMode;
+    let wide = |a: &Array2<T>| a.mapv(Element::to_f64);
+    let x = filled_as::<T>(m, n, 31, 3.0);
+    let dy = filled_as::<T>(m, n, 32, 1.0);
+    let prior = filled_as::<T>(m, n, 33, 0.5);
+    let mut outputs = Vec::new();
+    for pair in new_activations::<T>() {
+        let (forward, backward) = (&pair.forward, &pair.backward);
+        let what = format!("{}, {m}×{n}, {what}", pair.name);
+        let mut y = Array2::from_elem((m, n), T::nan());
+        forward(x.view(), y.view_mut());
+        let expected_y = (pair.forward_ref)(&wide(&x));
+        assert_near(y.view(), &expected_y, &format!("{what}: forward"));
+
+        let expected = (pair.backward_ref)(&wide(&x), &wide(&y), &wide(&dy));
+        let mut dx = Array2::from_elem((m, n), T::nan());
+        backward(y.view(), dy.view(), dx.view_mut(), GradMode::Set);
+        assert_near(dx.view(), &expected, &format!("{what}: backward, set"));
+        let mut added = prior.clone();
+        backward(y.view(), dy.view(), added.view_mut(), GradMode::Add);
+        let expected_added = &expected + &wide(&prior);
+        assert_near(
+            added.view(),
+            &expected_added,
+            &format!("{what}: backward, added"),
+        );
+
+        // Column-major inputs and outputs: rows that are strided.
+        let xt = x.t().to_owned();
+        let mut yt = Array2::from_elem((n, m), T::nan());
+        forward(xt.t(), yt.view_mut().reversed_axes());
+        assert_near(yt.t(), &expected_y, &format!("{what}: forward, transposed"));
+        let (ydt, dyt) = (y.t().to_owned(), dy.t().to_owned());
+        let mut dxt = prior.t().to_owned();
+        backward(
+            ydt.t(),
+            dyt.t(),
+            dxt.view_mut().reversed_axes(),
+            GradMode::Add,
+        );
+        assert_near(
+            dxt.t(),
+            &expected_added,
+            &format!("{what}: backward, added, transposed"),
+        );
+        outputs.extend([y, dx, added]);
+    }
+    outputs
+}
+
+#[test]
+fn softmax_leaky_relu_and_elu_match_plain_loops() {
+    use chainrule_runtime::pool::set_threads;
+    // One element, one row, a few rows, and a matrix large enough (more than 2¹⁶ elements per
+    // thread, with a row count that does not divide evenly) to be split between threads by
+    // rows; in f32 and f64, on one thread and two, which must agree bit for bit.
+    let shapes = [(1, 1), (1, 10), (3, 7), (64, 10), (301, 700)];
+    let mut one_thread = (Vec::new(), Vec::new());
+    for threads in [1, 2] {
+        set_threads(threads);
+        let what = format!("{threads} thread(s)");
+        let mut outputs = (Vec::new(), Vec::new());
+        for shape in shapes {
+            outputs.0.extend(check_new_activations::<f32>(shape, &what));
+            outputs.1.extend(check_new_activations::<f64>(shape, &what));
+        }
+        if threads == 1 {
+            one_thread = outputs;
+        } else {
+            assert!(one_thread.0 == outputs.0, "f32: one thread and two differ");
+            assert!(one_thread.1 == outputs.1, "f64: one thread and two differ");
+        }
+    }
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_stay_finite_for_huge_scores() {
+    use chainrule_runtime::kernels::softmax_forward;
+    fn check<T: Element>() {
+        let big = T::max_value();
+        let rows: Vec<Vec<T>> = vec![
+            vec![1000.0, -1000.0].into_iter().map(T::from_f64).collect(),
+            vec![1000.0, -1000.0, 0.0, 999.0]
+                .into_iter()
+                .map(T::from_f64)
+                .collect(),
+            vec![-1000.0; 3].into_iter().map(T::from_f64).collect(),
+            vec![1e30; 5].into_iter().map(T::from_f64).collect(),
+            vec![big, -big, T::zero()],
+            vec![-big, -big],
+            vec![big; 4],
+        ];
+        for row in rows {
+            let x = Array2::from_shape_vec((1, row.len()), row).unwrap();
+            let mut y = Array2::from_elem(x.dim(), T::nan());
+            softmax_forward(x.view(), y.view_mut());
+            let what = format!("softmax of {x}");
+            assert!(y.iter().all(|v| v.is_finite()), "{what} is {y}");
+            let sum: f64 = y.iter().map(|&v| Element::to_f64(v)).sum();
+            assert!((sum - 1.0).abs() <= 1e-6, "{what} sums to {sum}");
+            assert_near(
+                y.view(),
+                &softmax_reference(&x.mapv(Element::to_f64)),
+                &what,
+            );
+        }
+        // Several rows at once, each shifted by its own maximum.
+        let x = Array2::from_shape_vec(
+            (3, 3),
+            [
+                1000.0, -1000.0, 0.0, 1.0, 2.0, 3.0, -1000.0, -999.0, -1000.0,
+            ]
+            .into_iter()
+            .map(T::from_f64)
+            .collect(),
+        )
+        .unwrap();
+        let mut y = Array2::from_elem((3, 3), T::nan());
+        softmax_forward(x.view(), y.view_mut());
+        assert_near(
+            y.view(),
+            &softmax_reference(&x.mapv(Element::to_f64)),
+            "three rows",
+        );
+        assert_eq!(y[[0, 0]], T::one(), "e⁻¹⁰⁰⁰ vanishes next to e⁰");
+    }
+    check::<f32>();
+    check::<f64>();
+}
+
+#[test]
+fn new_activation_backwards_agree_with_central_differences() {
+    use chainrule_runtime::kernels::GradMode;
+    // With L = Σ dy ⊙ forward(x), ∂L/∂x is what the backward computes from forward(x) and dy:
+    // the derivatives the kernels state, against (L(x + ε) − L(x − ε)) / 2ε. No element of x is
+    // within 0.02 of the kinks at 0.
+    let x = filled_as::<f64>(4, 6, 41, 2.0);
+    let dy = filled_as::<f64>(4, 6, 42, 1.0);
+    let eps = 1e-6;
+    for Pair {
+        name,
+        forward,
+        backward,
+        ..
+    } in new_activations::<f64>()
+    {
+        let loss = |x: &Array2<f64>| {
+            let mut y = Array2::zeros(x.dim());
+            forward(x.view(), y.view_mut());
+            (&y * &dy).sum()
+        };
+        let mut y = Array2::zeros(x.dim());
+        forward(x.view(), y.view_mut());
+        let mut dx = Array2::zeros(x.dim());
+        backward(y.view(), dy.view(), dx.view_mut(), GradMode::Set);
+        for ((i, j), &analytic) in dx.indexed_iter() {
+            let (mut plus, mut minus) = (x.clone(), x.clone());
+            plus[[i, j]] += eps;
+            minus[[i, j]] -= eps;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps);
+            assert!(
+                (analytic - numeric).abs() <= 1e-7,
+                "{name} at ({i}, {j}): backward {analytic}, central difference {numeric}"
+            );
+        }
+    }
 }

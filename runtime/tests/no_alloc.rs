@@ -100,3 +100,32 @@ fn batches_after_construction_do_not_allocate() {
         assert!(rows > 0);
     }
 }
+
+#[test]
+fn activation_kernels_do_not_allocate() {
+    use chainrule_runtime::kernels::{
+        GradMode, elu_backward, elu_forward, leaky_relu_backward, leaky_relu_forward,
+        softmax_backward, softmax_forward,
+    };
+    // A small batch, and one large enough to be split between threads (the pool's workers start
+    // at the first split, so each shape runs once before counting).
+    for (m, n) in [(3, 7), (301, 700)] {
+        let x = Array2::from_shape_fn((m, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+        let dy = x.mapv(|v| 0.1 * v);
+        let mut y = Array2::zeros((m, n));
+        let mut dx = Array2::zeros((m, n));
+        let pass = |y: &mut Array2<f32>, dx: &mut Array2<f32>| {
+            for mode in [GradMode::Set, GradMode::Add] {
+                softmax_forward(x.view(), y.view_mut());
+                softmax_backward(y.view(), dy.view(), dx.view_mut(), mode);
+                leaky_relu_forward(x.view(), y.view_mut(), 0.01);
+                leaky_relu_backward(y.view(), dy.view(), dx.view_mut(), mode, 0.01);
+                elu_forward(x.view(), y.view_mut(), 1.0);
+                elu_backward(y.view(), dy.view(), dx.view_mut(), mode, 1.0);
+            }
+        };
+        pass(&mut y, &mut dx);
+        let allocated = allocations(|| pass(&mut y, &mut dx));
+        assert_eq!(allocated, 0, "the activations allocated on a {m}×{n} batch");
+    }
+}

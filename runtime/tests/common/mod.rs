@@ -3,12 +3,10 @@
 
 #![allow(dead_code)]
 
+use chainrule_runtime::__private::{check_input, resize_rows, unknown_param};
 use chainrule_runtime::Param;
 use chainrule_runtime::kernels::{affine_backward_params, affine_forward};
-use chainrule_runtime::{
-    Element, Init, Network, ParamInit, ParamMut, ParamRef, Result, check_input, init, resize_rows,
-    unknown_param,
-};
+use chainrule_runtime::{Element, Init, Network, ParamInit, ParamMut, ParamRef, Result, init};
 use ndarray::{Array2, ArrayView2, Ix1, Ix2};
 
 /// `y = x·W + b`: a weight `w` (2×1, two axes, so weight decay applies) and a bias `b` (one axis,
