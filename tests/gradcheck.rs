@@ -115,6 +115,11 @@ impl<N: Network> Network for OffByOnePercent<N> {
     const PARAMS: usize = N::PARAMS;
     const PARAM_NAMES: &'static [&'static str] = N::PARAM_NAMES;
     const DOT: &'static str = N::DOT;
+    const PARAM_BYTES: usize = N::PARAM_BYTES;
+    const ACTIVATION_BYTES_INFERENCE: usize = N::ACTIVATION_BYTES_INFERENCE;
+    const ACTIVATION_BYTES_TRAINING: usize = N::ACTIVATION_BYTES_TRAINING;
+    const FLOPS_FORWARD: u64 = N::FLOPS_FORWARD;
+    const FLOPS_TRAINING: u64 = N::FLOPS_TRAINING;
 
     fn init(&mut self, init: Init, seed: u64) {
         self.0.init(init, seed)

@@ -1,8 +1,9 @@
-//! Stage 3: resolve every layer against the op table, read its arguments, and infer and check
-//! every shape along the topological order. The only stage that knows shape rules.
+//! Stage 3: resolve every layer against the op table, read its arguments by their kinds, and infer
+//! and check every shape along the topological order. The only stage that knows shape rules.
 //!
-//! All mistakes are collected and reported together; a layer whose own mistake hides its output
-//! width does not cause follow-on errors downstream.
+//! All mistakes are collected and reported together, with those of the stages before: a value
+//! whose definition is broken is unknown, and shapes are checked everywhere else, so one mistake
+//! causes no follow-on errors downstream.
 
 use std::collections::HashMap;
 
@@ -11,9 +12,13 @@ use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 
-use crate::graph::{Errors, Graph, Node};
-use crate::ops::{self, Gives, InitSpec, OpSpec, Takes};
-use crate::parse::{Form, Layer, NetworkDef};
+use crate::errors::Errors;
+use crate::graph::{Graph, Node};
+use crate::ops::{
+    self, ArgKind, ArgSpec, ArgValue, Args, Bound, Incoming, InitSpec, OpSpec, ShapeIn,
+};
+use crate::parse::{Argument, Form, Layer, NetworkDef};
+use crate::shape::{MAX_RANK, Shape};
 
 /// A network whose every op, argument and shape is known and consistent.
 pub struct Checked<'a> {
@@ -33,13 +38,10 @@ pub struct Checked<'a> {
     pub param_count: usize,
 }
 
-/// A tensor flowing along an edge: `batch × width`.
+/// A tensor flowing along an edge: `batch ×` its shape.
 pub struct Value {
-    /// Features per sample.
-    pub width: usize,
-    /// Whether backward must compute the loss's gradient with respect to it: only if a parameter
-    /// lies upstream of it.
-    pub needs_grad: bool,
+    /// Its shape per sample.
+    pub shape: Shape,
     /// The node producing it, `None` for an input of the network.
     pub producer: Option<usize>,
     /// The name it is bound to, if any.
@@ -50,7 +52,7 @@ pub struct Value {
 pub struct CheckedInput {
     /// Its value.
     pub value: usize,
-    /// Its name (`None` for the implicit input of a chain).
+    /// Its name (`None` for the implicit input of a chain, or one written at a chain's start).
     pub name: Option<String>,
     /// Whether backward computes its gradient (`#[grad]`).
     pub grad: bool,
@@ -64,6 +66,8 @@ pub struct CheckedNode<'a> {
     pub op: &'static OpSpec,
     /// Its name in generated code and parameter names: op name and a counter, e.g. `affine0`.
     pub ident: String,
+    /// Its arguments, defaults filled in.
+    pub args: Args,
     /// The values it consumes.
     pub inputs: Vec<usize>,
     /// The value it produces (for a loss: none is stored; the index is still reserved).
@@ -89,19 +93,23 @@ pub enum ResolvedInit {
     Zero,
 }
 
-/// Width of a value while checking: known, or unknown because of an earlier error.
-#[derive(Clone, Copy)]
-enum Width {
-    Known(usize),
-    /// The network's input before a layer has fixed it.
+/// A value's shape while checking: known, or unknown because of an earlier error.
+#[derive(Clone)]
+enum Known {
+    Shape(Shape),
+    /// The network's implicit input before a layer has fixed it.
     Free,
     /// Hidden by an error already reported.
     Unknown,
 }
 
-pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<'a>> {
-    let mut errors = Errors::default();
-
+/// Checks the graph, pushing every mistake to `errors`; the checked network when there are none
+/// (here or before).
+pub fn check<'a>(
+    def: &'a NetworkDef,
+    graph: &Graph<'a>,
+    errors: &mut Errors,
+) -> Option<Checked<'a>> {
     let name = match &def.form {
         Form::Item { ident, .. } => ident.to_string(),
         Form::Expr => "network".to_owned(),
@@ -118,10 +126,10 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
         }
     };
 
-    let mut widths: HashMap<NodeIndex, Width> = HashMap::new();
-    // For each value of known width, the layer that chose that width (`relu` passes on the width
-    // its input has), so that a mismatch can say where the number comes from.
-    let mut width_set_by: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut shapes: HashMap<NodeIndex, Known> = HashMap::new();
+    // For each value of known shape, the layer that chose it (`relu` passes on the shape its input
+    // has), so that a mismatch can say where the number comes from.
+    let mut shape_set_by: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut value_of: HashMap<NodeIndex, usize> = HashMap::new();
     let mut values: Vec<Value> = Vec::new();
     let mut inputs_checked = Vec::new();
@@ -132,7 +140,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
     for &index in &graph.order {
         let layer = match graph.dag[index] {
             Node::ImplicitInput => {
-                widths.insert(index, Width::Free);
+                shapes.insert(index, Known::Free);
                 value_of.insert(index, values.len());
                 inputs_checked.push((
                     index,
@@ -143,41 +151,55 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                     },
                 ));
                 values.push(Value {
-                    width: 0,
-                    needs_grad: false,
+                    // Fixed by the first layer.
+                    shape: Shape::features(0),
                     producer: None,
                     name: None,
                 });
                 continue;
             }
             Node::Input { name, layer, grad } => {
-                let op = ops::lookup("input").expect("the op table has `input`");
-                let Some(args) = arguments(layer, op, &mut errors) else {
-                    widths.insert(index, Width::Unknown);
+                shapes.insert(index, Known::Unknown);
+                let op = ops::lookup(&layer.name.to_string()).expect("an input names the input op");
+                let Some(args) = arguments(layer, op, errors) else {
                     continue;
                 };
-                widths.insert(index, Width::Known(args[0]));
-                width_set_by.insert(index, index);
+                let shape = match (op.shape)(&ShapeIn {
+                    layer: &layer.describe(),
+                    args: &args,
+                    inputs: &[],
+                }) {
+                    Ok(shape) => shape,
+                    Err(problem) => {
+                        errors.push(syn::Error::new_spanned(
+                            layer,
+                            format!("{}: {problem}", layer.describe()),
+                        ));
+                        continue;
+                    }
+                };
+                shapes.insert(index, Known::Shape(shape.clone()));
+                shape_set_by.insert(index, index);
                 value_of.insert(index, values.len());
+                let name = name.map(|name| name.unraw().to_string());
                 inputs_checked.push((
                     index,
                     CheckedInput {
                         value: values.len(),
-                        name: Some(name.unraw().to_string()),
+                        name: name.clone(),
                         grad,
                     },
                 ));
                 values.push(Value {
-                    width: args[0],
-                    needs_grad: grad,
+                    shape,
                     producer: None,
-                    name: Some(name.unraw().to_string()),
+                    name,
                 });
                 continue;
             }
             Node::Layer(layer) => layer,
         };
-        widths.insert(index, Width::Unknown);
+        shapes.insert(index, Known::Unknown);
         let inputs = graph.inputs(index);
 
         // Nothing may follow a loss.
@@ -203,7 +225,7 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             }
         }
 
-        let Some(op) = resolve(layer, &mut errors) else {
+        let Some(op) = resolve(layer, errors) else {
             continue;
         };
         if op.is_loss() {
@@ -222,134 +244,106 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             loss.get_or_insert(layer);
         }
         let args = if op.takes_values() {
-            value_count(layer, op, &mut errors).then(Vec::new)
+            value_count(layer, op, errors).then(|| Args(Vec::new()))
         } else {
-            arguments(layer, op, &mut errors)
+            arguments(layer, op, errors)
         };
         let Some(args) = args else {
             continue;
         };
-        let Some(params) = parameters(layer, op, &args, &mut errors) else {
+        let Some(params) = parameters(layer, op, &args, errors) else {
             continue;
         };
-        if inputs.is_empty() {
-            // A merge whose arguments did not resolve; the graph stage said why.
+        if inputs.is_empty() || graph.broken.contains(&index) {
+            // An input that did not resolve; the graph stage said why.
             continue;
         }
 
         // The shape rule: what the op takes, against what flows in.
-        let input = inputs[0];
-        let in_width = match (widths[&input], op.takes) {
-            (Width::Free, Takes::Arg(i)) => {
-                values[value_of[&input]].width = args[i];
-                widths.insert(input, Width::Known(args[i]));
-                Some(args[i])
-            }
-            (Width::Free, takes) => {
-                let any = match takes {
-                    Takes::AtLeast(min) => format!("any width of at least {min}"),
-                    _ => "any width".to_owned(),
-                };
-                errors.push(syn::Error::new_spanned(
-                    layer,
-                    format!(
-                        "the network's input width is unknown: `{}` takes {any}, so the network must \
-                         begin with a layer that fixes it, such as `affine(784, 50)`",
-                        layer.describe()
-                    ),
-                ));
-                None
-            }
-            (Width::Unknown, _) => None,
-            (Width::Known(width), Takes::Arg(i)) if width != args[i] => {
-                errors.push(syn::Error::new_spanned(
-                    layer,
-                    format!(
-                        "{} takes {} features, but {} produces {width}{}",
-                        layer.describe(),
-                        args[i],
-                        describe(graph, input),
-                        set_by(graph, input, &width_set_by)
-                    ),
-                ));
-                None
-            }
-            (Width::Known(width), Takes::AtLeast(min)) if width < min => {
-                errors.push(syn::Error::new_spanned(
-                    layer,
-                    format!(
-                        "{} needs at least {min} features, but {} produces {width}{}",
-                        layer.describe(),
-                        describe(graph, input),
-                        set_by(graph, input, &width_set_by)
-                    ),
-                ));
-                None
-            }
-            (Width::Known(width), Takes::Equal) => {
-                let mismatch = inputs
-                    .iter()
-                    .skip(1)
-                    .find_map(|&other| match widths[&other] {
-                        Width::Known(w) if w != width => Some((other, w)),
-                        _ => None,
-                    });
-                if let Some((other, other_width)) = mismatch {
-                    errors.push(syn::Error::new_spanned(
-                        layer,
-                        format!(
-                            "{} needs inputs of one width, but {} has {width} features and {} has {other_width}",
-                            layer.describe(),
-                            describe(graph, input),
-                            describe(graph, other)
-                        ),
-                    ));
-                    None
-                } else {
-                    Some(width)
+        let mut incoming = Vec::with_capacity(inputs.len());
+        for &input in &inputs {
+            let shape = match &shapes[&input] {
+                Known::Shape(shape) => shape.clone(),
+                Known::Unknown => break,
+                Known::Free => match op.fixes_input {
+                    Some(fixes) => {
+                        let shape = fixes(&args);
+                        values[value_of[&input]].shape = shape.clone();
+                        shapes.insert(input, Known::Shape(shape.clone()));
+                        shape
+                    }
+                    None => {
+                        errors.push(syn::Error::new_spanned(
+                            layer,
+                            format!(
+                                "the network's input width is unknown: `{}` takes any width, so the \
+                                 network must begin with a layer that fixes it, such as \
+                                 `affine(784, 50)`, or with its input: `input(784) -> {}`",
+                                layer.describe(),
+                                layer.describe()
+                            ),
+                        ));
+                        break;
+                    }
+                },
+            };
+            incoming.push(Incoming {
+                shape,
+                from: describe(graph, input),
+                set_by: set_by(graph, input, &shape_set_by),
+            });
+        }
+        // Where the inputs are unknown or do not fit, an output its arguments alone fix (an
+        // affine's `out` features) still lets the consumers check their shapes against it.
+        let fixed_output =
+            |shapes: &mut HashMap<NodeIndex, Known>,
+             shape_set_by: &mut HashMap<NodeIndex, NodeIndex>| {
+                if let Some(fixes) = op.fixes_output {
+                    shapes.insert(index, Known::Shape(fixes(&args)));
+                    shape_set_by.insert(index, index);
                 }
-            }
-            (Width::Known(width), _) => Some(width),
-        };
-        let (out_width, setter) = match op.gives {
-            Gives::Arg(i) => (Some(args[i]), Some(index)),
-            Gives::Same => (in_width, width_set_by.get(&input).copied()),
-            Gives::Sum => {
-                let widths: Option<Vec<usize>> = inputs
-                    .iter()
-                    .map(|i| match widths[i] {
-                        Width::Known(w) => Some(w),
-                        _ => None,
-                    })
-                    .collect();
-                let sum = widths.and_then(|w| w.into_iter().try_fold(0usize, usize::checked_add));
-                (sum, Some(index))
-            }
-        };
-        let Some(out_width) = out_width else {
+            };
+        if incoming.len() < inputs.len() {
+            fixed_output(&mut shapes, &mut shape_set_by);
             continue;
+        }
+        let described = layer.describe();
+        let shape = match (op.shape)(&ShapeIn {
+            layer: &described,
+            args: &args,
+            inputs: &incoming,
+        }) {
+            Ok(shape) => shape,
+            Err(message) => {
+                errors.push(syn::Error::new_spanned(layer, message));
+                fixed_output(&mut shapes, &mut shape_set_by);
+                continue;
+            }
         };
-        widths.insert(index, Width::Known(out_width));
+        // An op without parameters that gives what it takes passes on where the shape was chosen.
+        let setter = if params.is_empty() && shape == incoming[0].shape {
+            shape_set_by.get(&inputs[0]).copied()
+        } else {
+            Some(index)
+        };
+        shapes.insert(index, Known::Shape(shape.clone()));
         if let Some(setter) = setter {
-            width_set_by.insert(index, setter);
+            shape_set_by.insert(index, setter);
         }
         // A node is built only if it and everything upstream of it is sound. Otherwise an error
-        // has been reported already; its output width (when known) still lets consumers check
-        // their own shapes against it.
+        // has been reported already; its shape (when known) still lets consumers check theirs.
         let built_inputs: Option<Vec<usize>> =
             inputs.iter().map(|i| value_of.get(i).copied()).collect();
-        let (Some(_), Some(inputs)) = (in_width, built_inputs) else {
+        let Some(inputs) = built_inputs else {
             continue;
         };
 
         let counter = counters.entry(op.name).or_default();
         let ident = format!("{}{}", op.name, counter);
         *counter += 1;
-        let needs_grad = !params.is_empty() || inputs.iter().any(|&v| values[v].needs_grad);
         let output = values.len();
         values.push(Value {
-            width: out_width,
-            needs_grad,
+            shape,
             producer: Some(nodes.len()),
             name: graph.names.get(&index).map(|name| name.unraw().to_string()),
         });
@@ -358,21 +352,25 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
             layer,
             op,
             ident,
+            args,
             inputs,
             output,
             params,
         });
     }
 
-    errors.finish()?;
+    if !errors.is_empty() {
+        return None;
+    }
 
     // Without errors every node was built. The network returns the graph's output, or what flows
     // into it when it is the loss.
-    let Some(&output_node) = value_of.get(&graph.output) else {
-        return Err(syn::Error::new(
+    let Some(&output_node) = graph.output.and_then(|output| value_of.get(&output)) else {
+        errors.push(syn::Error::new(
             Span::call_site(),
             "internal error in `network!`: the output was not built, yet no error was found",
         ));
+        return None;
     };
     let output = match values[output_node].producer {
         Some(node) if nodes[node].op.is_loss() => nodes[node].inputs[0],
@@ -387,8 +385,8 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
         for param in &node.params {
             // Each parameter's count fits (`parameters` checked it); their sum may not.
             let count = param.shape.iter().product();
-            param_count = param_count.checked_add(count).ok_or_else(|| {
-                syn::Error::new_spanned(
+            let Some(sum) = param_count.checked_add(count) else {
+                errors.push(syn::Error::new_spanned(
                     node.layer,
                     format!(
                         "the network's parameters would be more elements than this machine can \
@@ -396,12 +394,14 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
                         node.layer.describe(),
                         param.name
                     ),
-                )
-            })?;
+                ));
+                return None;
+            };
+            param_count = sum;
         }
     }
 
-    Ok(Checked {
+    Some(Checked {
         name,
         elem,
         values,
@@ -410,6 +410,387 @@ pub fn check<'a>(def: &'a NetworkDef, graph: &Graph<'a>) -> syn::Result<Checked<
         output,
         param_count,
     })
+}
+
+/// The layer's arguments, read by their kinds against the op's argument list: in order, or by
+/// name (`alpha = 0.1`), defaults filled in for those left out.
+fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Args> {
+    let given: Vec<&Argument> = layer.arguments().collect();
+    if let [
+        spec @ ArgSpec {
+            kind: ArgKind::Dims,
+            ..
+        },
+    ] = op.args
+    {
+        return dims_argument(layer, spec, &given, errors);
+    }
+    let mut slots: Vec<Option<&Expr>> = vec![None; op.args.len()];
+    let mut ok = true;
+    let mut named = false;
+    let mut positional = 0;
+    let op_name = &layer.name;
+    for &argument in &given {
+        let expr = &argument.value;
+        if let Some((name, _)) = &argument.name {
+            let value = expr;
+            named = true;
+            match op.args.iter().position(|spec| name == spec.name) {
+                Some(i) if slots[i].is_some() => {
+                    errors.push(syn::Error::new_spanned(
+                        name,
+                        format!("`{op_name}`'s `{name}` is given twice"),
+                    ));
+                    ok = false;
+                }
+                Some(i) => slots[i] = Some(value),
+                None => {
+                    let known = if op.args.is_empty() {
+                        format!("`{op_name}` takes no arguments")
+                    } else {
+                        format!("its arguments are: {}", signature(op))
+                    };
+                    errors.push(syn::Error::new_spanned(
+                        name,
+                        format!("`{op_name}` has no argument `{name}`; {known}"),
+                    ));
+                    ok = false;
+                }
+            }
+        } else if named {
+            errors.push(syn::Error::new_spanned(
+                expr,
+                "arguments in order come before named ones (`name = value`)",
+            ));
+            ok = false;
+        } else {
+            if let Some(slot) = slots.get_mut(positional) {
+                *slot = Some(expr);
+            }
+            positional += 1;
+        }
+    }
+    let required = op.args.iter().filter(|spec| spec.default.is_none()).count();
+    let missing = op
+        .args
+        .iter()
+        .zip(&slots)
+        .any(|(spec, slot)| spec.default.is_none() && slot.is_none());
+    if positional > op.args.len() || (missing && !named) {
+        let wants = match (op.args.len(), required) {
+            (0, _) => "no arguments".to_owned(),
+            (1, 1) => format!("1 argument ({})", signature(op)),
+            (n, r) if n == r => format!("{n} arguments ({})", signature(op)),
+            (n, 0) => format!("at most {n} argument{} ({})", plural(n), signature(op)),
+            (n, r) => format!("{r} to {n} arguments ({})", signature(op)),
+        };
+        match &layer.args {
+            Some((paren, _)) => errors.push(syn::Error::new(
+                paren.span.join(),
+                format!(
+                    "`{op_name}` takes {wants}, but {} {} given",
+                    given.len(),
+                    if given.len() == 1 { "was" } else { "were" }
+                ),
+            )),
+            None => errors.push(syn::Error::new_spanned(
+                op_name,
+                format!(
+                    "`{op_name}` takes {wants}: write `{op_name}({})`",
+                    op.args
+                        .iter()
+                        .filter(|spec| spec.default.is_none())
+                        .map(|spec| spec.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+        return None;
+    }
+    for (spec, slot) in op.args.iter().zip(&slots) {
+        if spec.default.is_none() && slot.is_none() {
+            errors.push(syn::Error::new_spanned(
+                layer,
+                format!(
+                    "`{op_name}` needs its `{}`, as in `{op_name}({})`",
+                    spec.name,
+                    signature(op)
+                ),
+            ));
+            ok = false;
+        }
+    }
+    let mut values = Vec::with_capacity(op.args.len());
+    for (spec, slot) in op.args.iter().zip(slots) {
+        let value = match slot {
+            None => spec.default.clone(),
+            Some(expr) => match read_argument(expr, spec.kind) {
+                Ok(value) => Some(value),
+                Err(problem) => {
+                    errors.push(syn::Error::new_spanned(
+                        expr,
+                        format!("`{op_name}`'s `{}` {problem}", spec.name),
+                    ));
+                    None
+                }
+            },
+        };
+        match value {
+            Some(value) => values.push(value),
+            None => ok = false,
+        }
+    }
+    ok.then_some(Args(values))
+}
+
+/// An input's shape: one to three dimensions, written in order.
+fn dims_argument(
+    layer: &Layer,
+    spec: &ArgSpec,
+    given: &[&Argument],
+    errors: &mut Errors,
+) -> Option<Args> {
+    let op_name = &layer.name;
+    if given.is_empty() || given.len() > MAX_RANK {
+        let problem = format!(
+            "`{op_name}` takes its shape: 1 to {MAX_RANK} dimensions, as in `{op_name}(784)` or \
+             `{op_name}(1, 28, 28)` (channels, height, width)"
+        );
+        match &layer.args {
+            Some((paren, _)) => errors.push(syn::Error::new(
+                paren.span.join(),
+                format!(
+                    "{problem}, but {} {} given",
+                    given.len(),
+                    if given.len() == 1 { "was" } else { "were" }
+                ),
+            )),
+            None => errors.push(syn::Error::new_spanned(op_name, problem)),
+        }
+        return None;
+    }
+    let mut dims = Vec::with_capacity(given.len());
+    let mut ok = true;
+    for &argument in given {
+        let expr = &argument.value;
+        let read = match &argument.name {
+            Some((name, _)) => Err(format!(
+                "is written as dimensions in order, as in `{op_name}(1, 28, 28)`, not by name \
+                 (`{name} = ...`)"
+            )),
+            None => whole(expr, 1),
+        };
+        match read {
+            Ok(dim) => dims.push(dim),
+            Err(problem) => {
+                errors.push(syn::Error::new_spanned(
+                    expr,
+                    format!("`{op_name}`'s {} {problem}", spec.name),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| Args(vec![ArgValue::Dims(dims)]))
+}
+
+/// The op's arguments for a message: `in, out`, `alpha = 0.01`.
+fn signature(op: &OpSpec) -> String {
+    op.args
+        .iter()
+        .map(|spec| match &spec.default {
+            None => spec.name.to_owned(),
+            Some(ArgValue::Whole(value)) => format!("{} = {value}", spec.name),
+            Some(ArgValue::Real(value)) => format!("{} = {value}", spec.name),
+            Some(ArgValue::Dims(_)) => spec.name.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// An argument of the given kind, or what is wrong with it (completing "`op`'s `arg` ...").
+fn read_argument(expr: &Expr, kind: ArgKind) -> Result<ArgValue, String> {
+    match kind {
+        ArgKind::Whole { min } => whole(expr, min).map(ArgValue::Whole),
+        ArgKind::Real { min, max } => real(expr, min, max).map(ArgValue::Real),
+        ArgKind::Dims => whole(expr, 1).map(|dim| ArgValue::Dims(vec![dim])),
+    }
+}
+
+/// A whole-number literal of at least `min` that fits in `usize` (a dimension has `min = 1`).
+fn whole(expr: &Expr, min: usize) -> Result<usize, String> {
+    let written = || quote::ToTokens::to_token_stream(expr).to_string();
+    let at_least = if min == 1 {
+        "a dimension must be at least 1".to_owned()
+    } else {
+        format!("it must be at least {min}")
+    };
+    match expr {
+        // An invisible group: a `$n:expr` a `macro_rules!` macro passed on.
+        Expr::Group(group) => whole(&group.expr, min),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => {
+            if !matches!(int.suffix(), "" | "usize") {
+                return Err(format!(
+                    "is `{int}`: write dimensions without a type suffix (they are `usize`), e.g. `{}`",
+                    int.base10_digits()
+                ));
+            }
+            match int.base10_parse::<usize>() {
+                Ok(value) if value < min => Err(format!("is {value}; {at_least}")),
+                Ok(value) => Ok(value),
+                Err(_) => Err(format!(
+                    "is {}, too large for a `usize` (at most {})",
+                    int.base10_digits(),
+                    usize::MAX
+                )),
+            }
+        }
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) if matches!(
+            &**inner,
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(_),
+                ..
+            })
+        ) =>
+        {
+            Err(format!(
+                "is negative (`{}`); {at_least}",
+                written().replace(' ', "")
+            ))
+        }
+        Expr::Path(path) if path.qself.is_none() => Err(format!(
+            "must be a number written out, such as 784, not `{}`: `network!` checks shapes before \
+             constants have values",
+            written().replace(' ', "")
+        )),
+        _ => Err(format!(
+            "must be a whole number such as 784, not `{}`",
+            written()
+        )),
+    }
+}
+
+/// A finite real literal (or a whole one), possibly negative, within the bounds.
+fn real(expr: &Expr, min: Bound, max: Bound) -> Result<f64, String> {
+    let written = || {
+        quote::ToTokens::to_token_stream(expr)
+            .to_string()
+            .replace(' ', "")
+    };
+    let (negative, literal) = match expr {
+        Expr::Group(group) => return real(&group.expr, min, max),
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr: inner,
+            ..
+        }) => (true, &**inner),
+        other => (false, other),
+    };
+    let literal = match literal {
+        Expr::Group(group) => &*group.expr,
+        other => other,
+    };
+    let (digits, suffix) = match literal {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(float),
+            ..
+        }) => (float.base10_digits().to_owned(), float.suffix().to_owned()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => (int.base10_digits().to_owned(), int.suffix().to_owned()),
+        Expr::Path(path) if path.qself.is_none() => {
+            return Err(format!(
+                "must be a number written out, such as 0.5, not `{}`: `network!` checks its \
+                 arguments before constants have values",
+                written()
+            ));
+        }
+        _ => return Err(format!("must be a number such as 0.5, not `{}`", written())),
+    };
+    if !suffix.is_empty() {
+        return Err(format!(
+            "is `{}`: write numbers without a type suffix, e.g. `{digits}`",
+            written()
+        ));
+    }
+    let magnitude: f64 = digits
+        .parse()
+        .map_err(|_| format!("must be a number such as 0.5, not `{}`", written()))?;
+    if !magnitude.is_finite() {
+        return Err(format!(
+            "is `{}`, too large to be a finite number",
+            written()
+        ));
+    }
+    let value = if negative { -magnitude } else { magnitude };
+    let outside = match min {
+        Bound::Inclusive(min) if value < min => Some(format!("at least {min}")),
+        Bound::Exclusive(min) if value <= min => Some(format!("greater than {min}")),
+        _ => None,
+    }
+    .or(match max {
+        Bound::Inclusive(max) if value > max => Some(format!("at most {max}")),
+        Bound::Exclusive(max) if value >= max => Some(format!("less than {max}")),
+        _ => None,
+    });
+    match outside {
+        Some(range) => Err(format!("is {}; it must be {range}", written())),
+        None => Ok(value),
+    }
+}
+
+/// The op's parameters with their shapes; every element count must fit in `usize`.
+fn parameters(
+    layer: &Layer,
+    op: &OpSpec,
+    args: &Args,
+    errors: &mut Errors,
+) -> Option<Vec<CheckedParam>> {
+    let mut params = Vec::with_capacity(op.params.len());
+    for spec in op.params {
+        let shape: Vec<usize> = spec.dims.iter().map(|&i| args.whole(i)).collect();
+        if shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+            errors.push(syn::Error::new_spanned(
+                layer,
+                format!(
+                    "{}'s {} would have {} elements, more than this machine can address",
+                    layer.describe(),
+                    spec.name,
+                    dims.join(" × ")
+                ),
+            ));
+            return None;
+        }
+        let init = match spec.init {
+            InitSpec::Weight { fan_in } => ResolvedInit::Weight {
+                // A factor of the weight's element count, which fits.
+                fan_in: fan_in.iter().map(|&i| args.whole(i)).product(),
+            },
+            InitSpec::Zero => ResolvedInit::Zero,
+        };
+        params.push(CheckedParam {
+            name: spec.name,
+            shape,
+            init,
+        });
+    }
+    Some(params)
 }
 
 /// The op a layer names.
@@ -479,150 +860,7 @@ fn value_count(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> bool {
     ok
 }
 
-/// The layer's arguments as dimensions, checked against the op's argument list.
-fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Vec<usize>> {
-    let given = layer.arguments();
-    if given.len() != op.args.len() {
-        let wants = match op.args {
-            [] => "no arguments".to_owned(),
-            [one] => format!("1 argument ({one})"),
-            names => format!("{} arguments ({})", names.len(), names.join(", ")),
-        };
-        // Named as written: an alias is what the user sees.
-        let name = &layer.name;
-        match &layer.args {
-            Some((paren, _)) => errors.push(syn::Error::new(
-                paren.span.join(),
-                format!(
-                    "`{name}` takes {wants}, but {} {} given",
-                    given.len(),
-                    if given.len() == 1 { "was" } else { "were" }
-                ),
-            )),
-            None => errors.push(syn::Error::new_spanned(
-                name,
-                format!(
-                    "`{name}` takes {wants}: write `{name}({})`",
-                    op.args.join(", ")
-                ),
-            )),
-        }
-        return None;
-    }
-    let mut values = Vec::with_capacity(given.len());
-    let mut ok = true;
-    for (expr, &arg) in given.into_iter().zip(op.args) {
-        match dimension(expr) {
-            Ok(value) => values.push(value),
-            Err(problem) => {
-                errors.push(syn::Error::new_spanned(
-                    expr,
-                    format!("`{}`'s `{arg}` {problem}", layer.name),
-                ));
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(values)
-}
-
-/// A dimension: a positive whole-number literal that fits in `usize`.
-fn dimension(expr: &Expr) -> Result<usize, String> {
-    let written = || quote::ToTokens::to_token_stream(expr).to_string();
-    match expr {
-        // An invisible group: a `$n:expr` a `macro_rules!` macro passed on.
-        Expr::Group(group) => dimension(&group.expr),
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(int), ..
-        }) => {
-            if !matches!(int.suffix(), "" | "usize") {
-                return Err(format!(
-                    "is `{int}`: write dimensions without a type suffix (they are `usize`), e.g. `{}`",
-                    int.base10_digits()
-                ));
-            }
-            match int.base10_parse::<usize>() {
-                Ok(0) => Err("is 0; a dimension must be at least 1".to_owned()),
-                Ok(value) => Ok(value),
-                Err(_) => Err(format!(
-                    "is {}, too large for a `usize` (at most {})",
-                    int.base10_digits(),
-                    usize::MAX
-                )),
-            }
-        }
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_),
-            expr: inner,
-            ..
-        }) if matches!(
-            &**inner,
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(_),
-                ..
-            })
-        ) =>
-        {
-            Err(format!(
-                "is negative (`{}`); a dimension must be at least 1",
-                written().replace(' ', "")
-            ))
-        }
-        Expr::Path(path) if path.qself.is_none() => Err(format!(
-            "must be a number written out, such as 784, not `{}`: `network!` checks shapes before \
-             constants have values",
-            written().replace(' ', "")
-        )),
-        _ => Err(format!(
-            "must be a whole number such as 784, not `{}`",
-            written()
-        )),
-    }
-}
-
-/// The op's parameters with their shapes; every element count must fit in `usize`.
-fn parameters(
-    layer: &Layer,
-    op: &OpSpec,
-    args: &[usize],
-    errors: &mut Errors,
-) -> Option<Vec<CheckedParam>> {
-    let mut params = Vec::with_capacity(op.params.len());
-    for spec in op.params {
-        let shape: Vec<usize> = spec.dims.iter().map(|&i| args[i]).collect();
-        if shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_none()
-        {
-            let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-            errors.push(syn::Error::new_spanned(
-                layer,
-                format!(
-                    "{}'s {} would have {} elements, more than this machine can address",
-                    layer.describe(),
-                    spec.name,
-                    dims.join(" × ")
-                ),
-            ));
-            return None;
-        }
-        let init = match spec.init {
-            InitSpec::Weight { fan_in } => ResolvedInit::Weight {
-                fan_in: args[fan_in],
-            },
-            InitSpec::Zero => ResolvedInit::Zero,
-        };
-        params.push(CheckedParam {
-            name: spec.name,
-            shape,
-            init,
-        });
-    }
-    Some(params)
-}
-
-/// Where the width of `node`'s output was chosen, when not by `node` itself: ` (set by
+/// Where the shape of `node`'s output was chosen, when not by `node` itself: ` (set by
 /// affine(784, 50))`, or nothing.
 fn set_by(graph: &Graph, node: NodeIndex, width_set_by: &HashMap<NodeIndex, NodeIndex>) -> String {
     match width_set_by.get(&node) {
@@ -635,7 +873,13 @@ fn set_by(graph: &Graph, node: NodeIndex, width_set_by: &HashMap<NodeIndex, Node
 fn describe(graph: &Graph, node: NodeIndex) -> String {
     match (&graph.dag[node], graph.names.get(&node)) {
         (Node::ImplicitInput, _) => "the network's input".to_owned(),
-        (Node::Input { name, .. }, _) => format!("the input `{name}`"),
+        (
+            Node::Input {
+                name: Some(name), ..
+            },
+            _,
+        ) => format!("the input `{name}`"),
+        (Node::Input { layer, .. }, _) => layer.describe(),
         (Node::Layer(_), Some(name)) => format!("`{name}`"),
         (Node::Layer(layer), None) => layer.describe(),
     }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::check::Checked;
 
-/// The whole graph, each edge labelled with its shape (`n × 784`).
+/// The whole graph, each edge labelled with its shape (`n × 784`, `n × 1×28×28`).
 pub fn render(net: &Checked) -> String {
     let (mut dot, edges) = parts(net);
     for (from, to) in edges {
@@ -13,7 +13,7 @@ pub fn render(net: &Checked) -> String {
             dot,
             "  v{from} -> {} [label=\"n × {}\"];",
             node_id(to),
-            net.values[from].width
+            net.values[from].shape
         );
     }
     dot.push_str("}\n");
@@ -40,14 +40,14 @@ pub fn parts(net: &Checked) -> (String, Vec<(usize, usize)>) {
     dot.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
     dot.push_str("  edge [fontname=\"Helvetica\", fontsize=10];\n");
     for input in &net.inputs {
-        let width = net.values[input.value].width;
+        let shape = &net.values[input.value].shape;
         let name = input.name.as_deref().unwrap_or("input");
         let _ = writeln!(
             dot,
-            "  v{} [label=\"{}\\n{width} feature{}\", shape=ellipse];",
+            "  v{} [label=\"{}\\n{}\", shape=ellipse];",
             input.value,
             escape(name),
-            if width == 1 { "" } else { "s" }
+            shape.describe()
         );
     }
     let mut edges = Vec::new();

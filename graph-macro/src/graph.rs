@@ -7,23 +7,25 @@
 //! Shapes are not known yet: `check` infers them along the topological order.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use syn::{Expr, Ident};
 
+use crate::errors::Errors;
 use crate::ops;
-use crate::parse::{Layer, Statement};
+use crate::parse::{Argument, Layer, Statement};
 
 /// A node of the graph before checking.
 pub enum Node<'a> {
     /// The network's one input when none is declared: what a chain starting with a layer reads.
     ImplicitInput,
-    /// An input declared as `name = input(width)`.
+    /// An input declared as `name = input(shape)`, or written at the start of a chain
+    /// (`input(1, 28, 28) -> ...`, unnamed).
     Input {
-        name: &'a Ident,
+        name: Option<&'a Ident>,
         layer: &'a Layer,
         /// Whether backward computes the gradient with respect to it (`#[grad]`).
         grad: bool,
@@ -45,10 +47,13 @@ pub struct Graph<'a> {
     pub order: Vec<NodeIndex>,
     /// The network's inputs, in declaration order (the implicit one, if none is declared).
     pub inputs: Vec<NodeIndex>,
-    /// The node whose value the network returns: the last statement's.
-    pub output: NodeIndex,
+    /// The node whose value the network returns: the last statement's (`None` when a mistake
+    /// hides it).
+    pub output: Option<NodeIndex>,
     /// Values bound to names.
     pub names: HashMap<NodeIndex, &'a Ident>,
+    /// Nodes missing an input because of a mistake already reported: their shapes are unknown.
+    pub broken: HashSet<NodeIndex>,
 }
 
 /// Where a statement's value comes from before names are resolved.
@@ -66,25 +71,37 @@ struct Pending<'a> {
     position: usize,
 }
 
-pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
-    let mut errors = Errors::default();
+/// The graph of `body`, every mistake found pushed to `errors`. `skipped` is what the statements
+/// that did not parse defined and mentioned: uses of their names are neither resolved nor
+/// reported, and values they mention count as used. `None` only when the graph has a cycle, so
+/// that nothing can be checked in order.
+pub fn build<'a>(
+    body: &'a [Statement],
+    skipped: &Skipped,
+    errors: &mut Errors,
+) -> Option<Graph<'a>> {
     let mut dag: DiGraph<Node<'a>, Edge<'a>> = DiGraph::new();
 
     // Pass 1: every statement's name, checked for doubles and for clashes with op names.
     let mut defined: HashMap<String, (usize, &Ident)> = HashMap::new();
     // Names rejected for being op names: their uses are not reported again.
     let mut rejected: Vec<String> = Vec::new();
+    // Names some error has mentioned already (rejected, defined twice, suggested for a misspelt
+    // name, used as a layer): that one of them is unused would be a follow-on error.
+    let mut mentioned: HashSet<String> = HashSet::new();
     for (index, statement) in body.iter().enumerate() {
         let Some(name) = &statement.name else {
             continue;
         };
         if ops::lookup(&name.to_string()).is_some() {
             rejected.push(name.to_string());
+            mentioned.insert(name.to_string());
             errors.push(syn::Error::new_spanned(
                 name,
                 format!("`{name}` is the name of a layer; call this value something else"),
             ));
         } else if let Some((_, first)) = defined.get(&name.to_string()) {
+            mentioned.insert(name.to_string());
             let mut error = syn::Error::new_spanned(
                 name,
                 format!("`{name}` is defined twice; give each value its own name"),
@@ -99,35 +116,69 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
         }
     }
 
-    // Inputs: declared ones, or one implicit input.
+    // Inputs: declared ones (named, or unnamed at the start of a chain), or one implicit input.
     let mut inputs = Vec::new();
     let mut statement_values: Vec<Option<Value<'a>>> = vec![None; body.len()];
+    // The chains that start from an input written in them: the input's node.
+    let mut inline_inputs: HashMap<usize, NodeIndex> = HashMap::new();
+    let mut unnamed: Vec<&Layer> = Vec::new();
+    // Statements whose mistake is reported already and that make no nodes.
+    let mut handled: Vec<usize> = Vec::new();
     for (index, statement) in body.iter().enumerate() {
         let first = &statement.chain.layers[0];
-        let grad = grad_attribute(statement, &mut errors);
-        if first.name != "input" {
-            if let Some(attr) = grad {
-                errors.push(syn::Error::new_spanned(
-                    attr,
-                    "`#[grad]` asks for an input's gradient; it goes on a statement `name = input(width)`",
-                ));
-            }
+        let grad = grad_attribute(statement, errors);
+        let alone = statement.chain.layers.len() == 1;
+        let declares = is_input(first);
+        if !(declares && alone && statement.name.is_some())
+            && let Some(attr) = grad
+        {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "`#[grad]` asks for an input's gradient; it goes on a statement `name = input(shape)` that declares the input alone",
+            ));
+        }
+        if !declares {
             continue;
         }
-        match (&statement.name, statement.chain.layers.len()) {
-            (Some(name), 1) => {
+        match &statement.name {
+            Some(name) if alone => {
                 let node = dag.add_node(Node::Input {
-                    name,
+                    name: Some(name),
                     layer: first,
                     grad: grad.is_some(),
                 });
                 inputs.push(node);
                 statement_values[index] = Some(Value::Node(node));
             }
-            _ => errors.push(syn::Error::new_spanned(
-                first,
-                "`input(width)` declares one of the network's inputs: write it alone and name it, as in `x = input(784);`",
-            )),
+            _ if alone => {
+                errors.push(syn::Error::new_spanned(
+                    first,
+                    format!(
+                        "this input has no name: name it (`x = {};`) or start a chain with it (`{} -> ...`)",
+                        first.describe(),
+                        first.describe()
+                    ),
+                ));
+                handled.push(index);
+            }
+            _ => {
+                let node = dag.add_node(Node::Input {
+                    name: None,
+                    layer: first,
+                    grad: false,
+                });
+                unnamed.push(first);
+                inputs.push(node);
+                inline_inputs.insert(index, node);
+            }
+        }
+    }
+    if inputs.len() > 1 {
+        for layer in unnamed {
+            errors.push(syn::Error::new_spanned(
+                layer,
+                "a network with several inputs names each of them: declare this one as `x = input(...);` and start the chain from `x`",
+            ));
         }
     }
     let implicit = inputs.is_empty().then(|| {
@@ -139,13 +190,17 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     // Pass 2: the layers of every chain.
     let mut pending = Vec::new();
     for (index, statement) in body.iter().enumerate() {
-        if statement_values[index].is_some() {
+        if statement_values[index].is_some() || handled.contains(&index) {
             continue;
         }
-        let mut value: Option<Value<'a>> = None;
+        let mut value: Option<Value<'a>> = inline_inputs.get(&index).copied().map(Value::Node);
         for (position, layer) in statement.chain.layers.iter().enumerate() {
             let op = ops::lookup(&layer.name.to_string());
             let is_name = op.is_none() && layer.args.is_none();
+            if position == 0 && value.is_some() {
+                // The input written at the start of this chain.
+                continue;
+            }
             if position == 0 {
                 // A name that no statement defines is a value only where names are in use;
                 // in a plain chain it is an unknown layer, for `check` to report.
@@ -205,6 +260,7 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
             }
             // An unknown name that is not a value is an unknown layer, for `check` to report.
             if is_name && defined.contains_key(&layer.name.to_string()) {
+                mentioned.insert(layer.name.to_string());
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
@@ -214,14 +270,14 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                 ));
                 continue;
             }
-            if let Some(op) = op.filter(|op| op.takes_values() || op.name == "input") {
+            if let Some(op) = op.filter(|op| op.takes_values() || op.is_source()) {
                 errors.push(syn::Error::new_spanned(
                     layer,
                     format!(
                         "`{}` cannot follow `->`: {}",
                         layer.describe(),
-                        if op.name == "input" {
-                            "an input is declared alone, as in `x = input(784);`, and a chain starts from its name: `x -> ...`".to_owned()
+                        if op.is_source() {
+                            "an input starts a chain (`input(784) -> ...`) or is declared alone, as in `x = input(784);`, and a chain starts from its name: `x -> ...`".to_owned()
                         } else {
                             format!("it combines named values and starts a chain, as in `{}(a, b) -> ...`", op.name)
                         }
@@ -254,9 +310,12 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     }
 
     // Names to nodes, following aliases (`y = h`).
-    let resolve = |name: &Ident, errors: &mut Errors| -> Option<NodeIndex> {
+    let mut resolve = |name: &Ident, errors: &mut Errors| -> Option<NodeIndex> {
         let mut current = name;
         for _ in 0..=body.len() {
+            if skipped.defined.iter().any(|broken| broken == current) {
+                return None;
+            }
             if current == "input" && !defined.contains_key("input") {
                 errors.push(syn::Error::new_spanned(
                     current,
@@ -277,9 +336,12 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
                     .filter(|&(distance, known)| distance <= 2.max(known.len() / 3))
                     .min_by_key(|&(distance, _)| distance);
                 let message = match near {
-                    Some((_, near)) => format!(
-                        "cannot find a value or layer named `{current}`; did you mean `{near}`?"
-                    ),
+                    Some((_, near)) => {
+                        mentioned.insert(near.clone());
+                        format!(
+                            "cannot find a value or layer named `{current}`; did you mean `{near}`?"
+                        )
+                    }
                     None if ops::suggest(&current.to_string()).is_some() => format!(
                         "cannot find a value or layer named `{current}`; did you mean the layer `{}`?",
                         ops::suggest(&current.to_string()).unwrap_or_default()
@@ -306,16 +368,22 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
         ));
         None
     };
+    let mut broken = HashSet::new();
     for edge in pending {
-        if let Some(source) = resolve(edge.name, &mut errors) {
-            dag.add_edge(
-                source,
-                edge.consumer,
-                Edge {
-                    position: edge.position,
-                    via: Some(edge.name),
-                },
-            );
+        match resolve(edge.name, errors) {
+            Some(source) => {
+                dag.add_edge(
+                    source,
+                    edge.consumer,
+                    Edge {
+                        position: edge.position,
+                        via: Some(edge.name),
+                    },
+                );
+            }
+            None => {
+                broken.insert(edge.consumer);
+            }
         }
     }
     // Statements that only name another value: the alias must be used, and a bare name may only
@@ -366,15 +434,18 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
     }
     let output = match statement_values.last().copied().flatten() {
         Some(Value::Node(node)) => Some(node),
-        Some(Value::Name(name)) => resolve(name, &mut errors),
+        Some(Value::Name(name)) => resolve(name, errors),
         None => None,
     };
-    errors.finish()?;
-    let output = output.expect("without errors the last statement has a value");
+    let used = |name: &Ident| {
+        let name = name.to_string();
+        mentioned.contains(&name) || skipped.mentioned.contains(&name)
+    };
 
     // Every value must be used: by a layer, or as the network's output.
     for node in dag.node_indices() {
-        if node == output
+        if Some(node) == output
+            || names.get(&node).is_some_and(|name| used(name))
             || dag
                 .neighbors_directed(node, Direction::Outgoing)
                 .next()
@@ -384,7 +455,15 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
         }
         let message = match (&dag[node], names.get(&node)) {
             (Node::ImplicitInput, _) => continue,
-            (Node::Input { name, .. }, _) => format!("the input `{name}` is never used"),
+            (
+                Node::Input {
+                    name: Some(name), ..
+                },
+                _,
+            ) => {
+                format!("the input `{name}` is never used")
+            }
+            (Node::Input { name: None, .. }, _) => continue,
             (Node::Layer(_), Some(name)) => {
                 format!("`{name}` is computed but never used; use it, or remove it")
             }
@@ -394,24 +473,45 @@ pub fn build<'a>(body: &'a [Statement]) -> syn::Result<Graph<'a>> {
             ),
         };
         let error = match (&dag[node], names.get(&node)) {
-            (Node::Input { name, .. }, _) | (_, Some(name)) => {
-                syn::Error::new_spanned(name, message)
-            }
+            (
+                Node::Input {
+                    name: Some(name), ..
+                },
+                _,
+            )
+            | (_, Some(name)) => syn::Error::new_spanned(name, message),
             (Node::Layer(layer), None) => syn::Error::new_spanned(layer, message),
-            (Node::ImplicitInput, None) => continue,
+            (Node::ImplicitInput | Node::Input { name: None, .. }, None) => continue,
         };
         errors.push(error);
     }
-    errors.finish()?;
 
-    let order = source_order(&dag).ok_or_else(|| cycle_error(&dag, &names))?;
-    Ok(Graph {
+    let Some(order) = source_order(&dag) else {
+        errors.push(cycle_error(&dag, &names));
+        return None;
+    };
+    Some(Graph {
         dag,
         order,
         inputs,
         output,
         names,
+        broken,
     })
+}
+
+/// What the statements that did not parse leave behind for the later stages.
+#[derive(Default)]
+pub struct Skipped {
+    /// The names they define.
+    pub defined: Vec<Ident>,
+    /// Every identifier written in them.
+    pub mentioned: HashSet<String>,
+}
+
+/// Whether a layer declares an input of the network: `input(...)`.
+pub fn is_input(layer: &Layer) -> bool {
+    ops::lookup(&layer.name.to_string()).is_some_and(|op| op.is_source())
 }
 
 /// A topological order that, among the nodes ready at each step, takes the one written first, so
@@ -457,12 +557,20 @@ fn grad_attribute<'a>(statement: &'a Statement, errors: &mut Errors) -> Option<&
     grad
 }
 
-/// A merge argument that names a value: a lone identifier.
-fn value_name(expr: &Expr) -> Option<&Ident> {
-    match expr {
-        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => path.path.get_ident(),
-        Expr::Group(group) => value_name(&group.expr),
-        _ => None,
+/// A merge argument that names a value: a lone identifier, not named itself.
+fn value_name(argument: &Argument) -> Option<&Ident> {
+    fn name(expr: &Expr) -> Option<&Ident> {
+        match expr {
+            Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+                path.path.get_ident()
+            }
+            Expr::Group(group) => name(&group.expr),
+            _ => None,
+        }
+    }
+    match argument.name {
+        None => name(&argument.value),
+        Some(_) => None,
     }
 }
 
@@ -512,22 +620,5 @@ impl Graph<'_> {
             .collect();
         inputs.sort_by_key(|&(position, _)| position);
         inputs.into_iter().map(|(_, node)| node).collect()
-    }
-}
-
-/// Collected errors, reported together.
-#[derive(Default)]
-pub struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    pub fn finish(&mut self) -> syn::Result<()> {
-        self.0.take().map_or(Ok(()), Err)
     }
 }

@@ -2,17 +2,22 @@
 //!
 //! The pipeline, one module per stage, each with its own types:
 //! `parse` (syn AST with spans) → `graph` (petgraph DAG, topological order) → `check`
-//! (op table lookup, arguments, shape inference) → `expand` (the generated Rust code).
-//! `ops` is the table of operations all stages read. See ARCHITECTURE.md.
+//! (op table lookup, arguments, shape inference) → `plan` (fusions, gradient modes, buffers,
+//! costs) → `expand` (the generated Rust code, one module per kernel family). `ops` is the table
+//! of operations all stages read; mistakes from every stage are collected and reported together.
+//! See ARCHITECTURE.md.
 
 use proc_macro2::TokenStream;
 
 mod check;
 mod dot;
+mod errors;
 mod expand;
 mod graph;
 mod ops;
 mod parse;
+mod plan;
+mod shape;
 
 /// Compiles a network description into a struct with specialised forward and backward code.
 ///
@@ -39,11 +44,28 @@ fn expand(input: TokenStream) -> TokenStream {
     }
 }
 
+/// Every stage in turn, each going on after the mistakes of the one before where it can, so
+/// that all of them are reported at once; code only when there are none.
 fn pipeline(input: TokenStream) -> syn::Result<TokenStream> {
-    let def: parse::NetworkDef = syn::parse2(input)?;
-    let graph = graph::build(&def.body)?;
-    let checked = check::check(&def, &graph)?;
-    Ok(expand::expand(&def, &checked))
+    let mut def: parse::NetworkDef = syn::parse2(input)?;
+    let mut errors = std::mem::take(&mut def.errors);
+    if def.body.is_empty() {
+        errors.finish()?;
+    }
+    let graph = graph::build(&def.body, &def.skipped, &mut errors);
+    let checked = graph.and_then(|graph| check::check(&def, &graph, &mut errors));
+    let planned = checked.and_then(|checked| {
+        let plan = plan::plan(&checked, &mut errors)?;
+        Some((checked, plan))
+    });
+    errors.finish()?;
+    let Some((checked, plan)) = planned else {
+        return Err(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "internal error in `network!`: no code and no mistake found",
+        ));
+    };
+    Ok(expand::expand(&def, &checked, &plan))
 }
 
 /// Whether the input starts like the item form (`#[...]`, `pub`, `struct`).

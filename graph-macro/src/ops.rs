@@ -1,9 +1,13 @@
 //! The vocabulary of operations: one table, one row per op.
 //!
 //! A row says everything the rest of the pipeline needs: the op's name (and aliases), its
-//! arguments, its shape rule, its parameters and how they start, and which runtime kernels run its
-//! forward and backward passes, with the local derivative they implement. Adding an op means adding
-//! a row here, a kernel pair in `runtime/src/kernels.rs`, and a gradient-check test.
+//! arguments with their kinds, defaults and valid ranges, where its inputs come from, its shape
+//! rule, its parameters and how they start, its cost, the runtime kernels that run its forward and
+//! backward passes (with the local derivative they implement), and which other ops it can fuse
+//! with. Adding an op means adding a row here, a kernel pair in `runtime/src/kernels.rs`, a
+//! gradient-check test, and the op in the differential test's reference evaluator.
+
+use crate::shape::Shape;
 
 /// One operation of the `network!` language.
 #[derive(Debug)]
@@ -14,22 +18,97 @@ pub struct OpSpec {
     pub aliases: &'static [&'static str],
     /// Names other libraries use for it (lowercase): not accepted, but suggested when written.
     pub elsewhere: &'static [&'static str],
-    /// The names of its arguments; each is a dimension (a positive whole number).
-    pub args: &'static [&'static str],
+    /// Its arguments, in the order they are written when not named.
+    pub args: &'static [ArgSpec],
     /// Where its inputs come from.
     pub inputs: Inputs,
-    /// How many features it accepts.
-    pub takes: Takes,
-    /// How many features it produces.
-    pub gives: Gives,
+    /// Its output's shape from its inputs' shapes and its arguments, or why they do not fit.
+    pub shape: ShapeRule,
+    /// The input shape it fixes when it is the first layer of a chain of unknown input: `affine`
+    /// fixes `in` features; most ops take any shape and fix none.
+    pub fixes_input: Option<fn(&Args) -> Shape>,
+    /// The output shape its arguments alone fix, if they do (`affine`'s `out` features): where
+    /// its input is unknown or does not fit, its consumers are still checked against it.
+    pub fixes_output: Option<fn(&Args) -> Shape>,
     /// Its trainable parameters.
     pub params: &'static [ParamSpec],
     /// The runtime kernels, and what they compute.
     pub kernels: Kernels,
+    /// Floating-point operations per sample.
+    pub cost: CostRule,
+}
+
+/// An argument of an op: written in order (`affine(784, 50)`) or by name (`leaky_relu(alpha = 0.1)`);
+/// one with a default may be left out.
+#[derive(Debug)]
+pub struct ArgSpec {
+    pub name: &'static str,
+    pub kind: ArgKind,
+    /// The value when it is not written; `None`: it must be written.
+    pub default: Option<ArgValue>,
+}
+
+/// What an argument may be.
+#[derive(Debug, Clone, Copy)]
+pub enum ArgKind {
+    /// A whole number of at least `min` (a dimension has `min: 1`).
+    Whole { min: usize },
+    /// A finite real number within the bounds.
+    Real { min: Bound, max: Bound },
+    /// One to three dimensions, the rest of the arguments: the shape of an `input`.
+    Dims,
+}
+
+/// One end of a real argument's range.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound {
+    Unbounded,
+    /// The bound itself is allowed.
+    Inclusive(f64),
+    /// Only values strictly inside are allowed.
+    Exclusive(f64),
+}
+
+/// An argument's value, once read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    Whole(usize),
+    Real(f64),
+    Dims(Vec<usize>),
+}
+
+/// An op's arguments, one per [`ArgSpec`], defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Args(pub Vec<ArgValue>);
+
+impl Args {
+    /// The whole-number argument at `index`.
+    pub fn whole(&self, index: usize) -> usize {
+        match self.0[index] {
+            ArgValue::Whole(value) => value,
+            ref other => unreachable!("argument {index} is {other:?}, not a whole number"),
+        }
+    }
+
+    /// Every real argument, in order: what an activation's kernels take after their arrays.
+    pub fn reals(&self) -> impl Iterator<Item = f64> + '_ {
+        self.0.iter().filter_map(|value| match value {
+            ArgValue::Real(value) => Some(*value),
+            _ => None,
+        })
+    }
+
+    /// The dimensions argument, if the op has one.
+    pub fn dims(&self) -> Option<&[usize]> {
+        self.0.iter().find_map(|value| match value {
+            ArgValue::Dims(dims) => Some(&dims[..]),
+            _ => None,
+        })
+    }
 }
 
 /// Where an op's inputs come from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inputs {
     /// One: the value before it in its chain (`x -> relu`), or the network's input.
     Chain,
@@ -41,36 +120,53 @@ pub enum Inputs {
     AtLeast(usize),
 }
 
-/// The input-width half of a shape rule.
-#[derive(Debug, Clone, Copy)]
-pub enum Takes {
-    /// Any width.
-    Any,
-    /// Exactly the value of the argument at this index.
-    Arg(usize),
-    /// At least this many features.
-    AtLeast(usize),
-    /// Any width, the same for every input.
-    Equal,
+/// What a shape rule sees: the layer as written, its arguments, and what flows in.
+pub struct ShapeIn<'a> {
+    /// The layer as written: `affine(40, 10)`.
+    pub layer: &'a str,
+    pub args: &'a Args,
+    pub inputs: &'a [Incoming],
 }
 
-/// The output-width half of a shape rule.
-#[derive(Debug, Clone, Copy)]
-pub enum Gives {
-    /// As many features as it takes.
-    Same,
-    /// The value of the argument at this index.
-    Arg(usize),
-    /// The sum of its inputs' widths.
-    Sum,
+/// A value flowing into a layer, as a shape rule sees it.
+pub struct Incoming {
+    pub shape: Shape,
+    /// How a message names where it comes from: `affine(784, 50)`, `` `h` ``, ``the input `x` ``.
+    pub from: String,
+    /// Where its size was chosen, when not by its producer: ` (set by affine(784, 50))`, or empty.
+    pub set_by: String,
 }
+
+/// A shape rule: the output's shape, or a message saying why the inputs do not fit.
+pub type ShapeRule = fn(&ShapeIn) -> Result<Shape, String>;
+
+/// What a cost rule sees.
+pub struct CostIn<'a> {
+    pub args: &'a Args,
+    pub output: &'a Shape,
+}
+
+/// Floating-point operations per sample, as the kernels do them (an `exp` or a division counts
+/// as one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// The forward pass (for a loss: the loss).
+    pub forward: u64,
+    /// The gradient of each input that needs one (for a loss: its input's gradient).
+    pub input_grad: u64,
+    /// The gradients of its parameters.
+    pub param_grad: u64,
+}
+
+/// A cost rule.
+pub type CostRule = fn(&CostIn) -> Cost;
 
 /// A trainable parameter of an op.
 #[derive(Debug)]
 pub struct ParamSpec {
     /// Its name within the layer: `affine0.weight`.
     pub name: &'static str,
-    /// Its shape, as indices into the op's arguments.
+    /// Its shape, as indices into the op's (whole-number) arguments.
     pub dims: &'static [usize],
     /// How it starts.
     pub init: InitSpec,
@@ -79,55 +175,90 @@ pub struct ParamSpec {
 /// How a parameter is initialised (the runtime's `ParamInit`).
 #[derive(Debug, Clone, Copy)]
 pub enum InitSpec {
-    /// Drawn by the chosen initialiser, with the fan-in given by the argument at this index.
-    Weight { fan_in: usize },
+    /// Drawn by the chosen initialiser, with the fan-in the product of these arguments.
+    Weight { fan_in: &'static [usize] },
     /// Zero.
     Zero,
 }
 
-/// Which runtime kernels an op uses; each variant is a calling convention of the runtime.
+/// Which runtime kernels an op uses; each variant is a calling convention of the runtime, and
+/// `expand` has one module per variant.
 #[derive(Debug, Clone, Copy)]
 pub enum Kernels {
-    /// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx)`, and
-    /// `sgd_update(x, dy, w, b, η, λ)` in place of `backward_params` when a step of SGD is
-    /// fused into the backward pass.
-    Affine {
-        forward: &'static str,
-        backward_params: &'static str,
-        backward_input: &'static str,
-        sgd_update: &'static str,
-        forward_math: &'static str,
-        backward_math: &'static str,
-    },
-    /// `forward(x, y)` and `backward(y, dy, dx)`: the local derivative is written with the output.
-    Elementwise {
-        forward: &'static str,
-        backward: &'static str,
-        forward_math: &'static str,
-        backward_math: &'static str,
-    },
-    /// No kernel: the network's input, copied in from the caller's batch.
+    Affine(AffineKernels),
+    Activation(ActivationKernels),
+    /// No kernel: the network's input, read from the caller's batch.
     Source,
-    /// `forward(a, b, y)`, and `backward[i](a, b, y, dy, dx, mode)` for input `i`.
-    Merge {
-        forward: &'static str,
-        backward: [&'static str; 2],
-        forward_math: &'static str,
-        backward_math: &'static str,
-    },
-    /// `forward(&[parts], y)`, and `backward(dy, offset, dx, mode)` for each part.
-    Concat {
-        forward: &'static str,
-        backward: &'static str,
-        forward_math: &'static str,
-        backward_math: &'static str,
-    },
-    /// `kernel(x, targets, dx) -> loss`: the mean loss and its gradient in one pass.
-    Loss {
-        kernel: &'static str,
-        targets: TargetKind,
-        math: &'static str,
-    },
+    Merge(MergeKernels),
+    Concat(ConcatKernels),
+    Loss(LossKernels),
+}
+
+/// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx, mode)`, and
+/// `sgd_update(x, dy, w, b, η, λ)` in place of `backward_params` when a step of SGD is fused into
+/// the backward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct AffineKernels {
+    pub forward: &'static str,
+    pub backward_params: &'static str,
+    pub backward_input: &'static str,
+    pub sgd_update: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+    /// Activations it can apply as its sums are stored.
+    pub epilogues: &'static [Epilogue],
+}
+
+/// `forward(x, y, args…)` and `backward(y, dy, dx, mode, args…)`, the op's real arguments last:
+/// the local derivative is written with the output.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivationKernels {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// `forward(a, b, y)`, and `backward[i](a, b, y, dy, dx, mode)` for input `i`.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeKernels {
+    pub forward: &'static str,
+    pub backward: [&'static str; 2],
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// `forward(&[parts], y)`, and `backward(dy, offset, dx, mode)` for each part.
+#[derive(Debug, Clone, Copy)]
+pub struct ConcatKernels {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// `kernel(x, targets, dx) -> loss`: the mean loss and its gradient in one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct LossKernels {
+    pub kernel: &'static str,
+    pub targets: TargetKind,
+    pub math: &'static str,
+}
+
+/// An activation that a product can apply as it stores its sums, and undo the gradient of in the
+/// product before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue {
+    /// The activation op's name.
+    pub activation: &'static str,
+    /// `forward(x, w, b, z, y)`: the product into `z` and the activation of it into `y`, in one
+    /// pass, when the activation is the product's only reader.
+    pub forward: &'static str,
+    /// `backward_input(w, dy, y, dx)`: the input gradient of the product after the activation,
+    /// with the activation's backward pass applied as it is stored (`dx = (dy·Wᵀ) ⊙ f'(y)`), when
+    /// the activation's input and output each have one reader. Used only by `sgd_step`, which
+    /// keeps no gradients for people to read.
+    pub gated_backward_input: &'static str,
 }
 
 /// What a loss compares with.
@@ -139,21 +270,35 @@ pub enum TargetKind {
     Values,
 }
 
+const DIM: ArgKind = ArgKind::Whole { min: 1 };
+
 /// Every op, in the order the documentation lists them.
 pub static OPS: &[OpSpec] = &[
     OpSpec {
         name: "affine",
         aliases: &[],
         elsewhere: &["linear", "dense", "fc", "fully_connected"],
-        args: &["in", "out"],
+        args: &[
+            ArgSpec {
+                name: "in",
+                kind: DIM,
+                default: None,
+            },
+            ArgSpec {
+                name: "out",
+                kind: DIM,
+                default: None,
+            },
+        ],
         inputs: Inputs::Chain,
-        takes: Takes::Arg(0),
-        gives: Gives::Arg(1),
+        shape: rules::affine,
+        fixes_input: Some(|args| Shape::features(args.whole(0))),
+        fixes_output: Some(|args| Shape::features(args.whole(1))),
         params: &[
             ParamSpec {
                 name: "weight",
                 dims: &[0, 1],
-                init: InitSpec::Weight { fan_in: 0 },
+                init: InitSpec::Weight { fan_in: &[0] },
             },
             ParamSpec {
                 name: "bias",
@@ -161,14 +306,20 @@ pub static OPS: &[OpSpec] = &[
                 init: InitSpec::Zero,
             },
         ],
-        kernels: Kernels::Affine {
+        kernels: Kernels::Affine(AffineKernels {
             forward: "affine_forward",
             backward_params: "affine_backward_params",
             backward_input: "affine_backward_input",
             sgd_update: "affine_sgd_update",
             forward_math: "y = x·W + b",
             backward_math: "dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (with `sgd = Some((η, λ))`: W ← (1 − η·λ)·W − η·xᵀ·dy, b −= η·Σ_rows dy, in place of dW and db)",
-        },
+            epilogues: &[Epilogue {
+                activation: "relu",
+                forward: "affine_relu_forward",
+                gated_backward_input: "affine_relu_backward_input",
+            }],
+        }),
+        cost: costs::affine,
     },
     OpSpec {
         name: "relu",
@@ -176,15 +327,67 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &[],
         args: &[],
         inputs: Inputs::Chain,
-        takes: Takes::Any,
-        gives: Gives::Same,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Elementwise {
+        kernels: Kernels::Activation(ActivationKernels {
             forward: "relu_forward",
             backward: "relu_backward",
             forward_math: "y = max(x, 0)",
             backward_math: "dx = dy where y > 0, else 0",
-        },
+        }),
+        cost: costs::per_element::<1, 1>,
+    },
+    OpSpec {
+        name: "leaky_relu",
+        aliases: &[],
+        elsewhere: &["leakyrelu", "lrelu"],
+        args: &[ArgSpec {
+            name: "alpha",
+            kind: ArgKind::Real {
+                min: Bound::Inclusive(0.0),
+                max: Bound::Unbounded,
+            },
+            default: Some(ArgValue::Real(0.01)),
+        }],
+        inputs: Inputs::Chain,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Activation(ActivationKernels {
+            forward: "leaky_relu_forward",
+            backward: "leaky_relu_backward",
+            forward_math: "y = x where x > 0, else α·x",
+            backward_math: "dx = dy where y > 0, else α·dy",
+        }),
+        cost: costs::per_element::<2, 2>,
+    },
+    OpSpec {
+        name: "elu",
+        aliases: &[],
+        elsewhere: &[],
+        args: &[ArgSpec {
+            name: "alpha",
+            kind: ArgKind::Real {
+                min: Bound::Exclusive(0.0),
+                max: Bound::Unbounded,
+            },
+            default: Some(ArgValue::Real(1.0)),
+        }],
+        inputs: Inputs::Chain,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Activation(ActivationKernels {
+            forward: "elu_forward",
+            backward: "elu_backward",
+            forward_math: "y = x where x > 0, else α·(eˣ − 1)",
+            backward_math: "dx = dy where y > 0, else dy·(y + α)",
+        }),
+        cost: costs::per_element::<3, 2>,
     },
     OpSpec {
         name: "sigmoid",
@@ -192,15 +395,17 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["logistic"],
         args: &[],
         inputs: Inputs::Chain,
-        takes: Takes::Any,
-        gives: Gives::Same,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Elementwise {
+        kernels: Kernels::Activation(ActivationKernels {
             forward: "sigmoid_forward",
             backward: "sigmoid_backward",
             forward_math: "y = 1 / (1 + exp(−x))",
             backward_math: "dx = dy·y·(1 − y)",
-        },
+        }),
+        cost: costs::per_element::<4, 3>,
     },
     OpSpec {
         name: "tanh",
@@ -208,30 +413,52 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &[],
         args: &[],
         inputs: Inputs::Chain,
-        takes: Takes::Any,
-        gives: Gives::Same,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Elementwise {
+        kernels: Kernels::Activation(ActivationKernels {
             forward: "tanh_forward",
             backward: "tanh_backward",
             forward_math: "y = tanh(x)",
             backward_math: "dx = dy·(1 − y²)",
-        },
+        }),
+        cost: costs::per_element::<1, 3>,
+    },
+    OpSpec {
+        name: "softmax",
+        aliases: &[],
+        elsewhere: &[],
+        args: &[],
+        inputs: Inputs::Chain,
+        shape: rules::features_at_least::<2>,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Activation(ActivationKernels {
+            forward: "softmax_forward",
+            backward: "softmax_backward",
+            forward_math: "y = exp(x − max x) / Σ exp(x − max x), along each sample's features",
+            backward_math: "dx = y ⊙ (dy − Σ dy⊙y)",
+        }),
+        cost: costs::per_element::<4, 4>,
     },
     OpSpec {
         name: "softmax_cross_entropy",
         aliases: &["softmax_with_loss"],
-        elsewhere: &["softmax", "log_softmax", "crossentropy", "nll"],
+        elsewhere: &["log_softmax", "crossentropy", "cross_entropy", "nll"],
         args: &[],
         inputs: Inputs::Chain,
-        takes: Takes::AtLeast(2),
-        gives: Gives::Same,
+        shape: rules::features_at_least::<2>,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Loss {
+        kernels: Kernels::Loss(LossKernels {
             kernel: "softmax_cross_entropy",
             targets: TargetKind::Classes,
             math: "L = −mean(log softmax(x)[t]); dx = (softmax(x) − onehot(t)) / n",
-        },
+        }),
+        cost: costs::per_element::<4, 2>,
     },
     OpSpec {
         name: "mse",
@@ -239,25 +466,33 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["mean_squared_error", "l2"],
         args: &[],
         inputs: Inputs::Chain,
-        takes: Takes::Any,
-        gives: Gives::Same,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Loss {
+        kernels: Kernels::Loss(LossKernels {
             kernel: "mse",
             targets: TargetKind::Values,
             math: "L = Σ (y − t)² / (2n); dx = (y − t) / n",
-        },
+        }),
+        cost: costs::per_element::<3, 2>,
     },
     OpSpec {
         name: "input",
         aliases: &[],
         elsewhere: &["placeholder"],
-        args: &["width"],
+        args: &[ArgSpec {
+            name: "shape",
+            kind: ArgKind::Dims,
+            default: None,
+        }],
         inputs: Inputs::Source,
-        takes: Takes::Any,
-        gives: Gives::Arg(0),
+        shape: rules::declared,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
         kernels: Kernels::Source,
+        cost: costs::none,
     },
     OpSpec {
         name: "add",
@@ -265,15 +500,17 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["sum", "plus"],
         args: &[],
         inputs: Inputs::Values(&["a", "b"]),
-        takes: Takes::Equal,
-        gives: Gives::Same,
+        shape: rules::equal,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Merge {
+        kernels: Kernels::Merge(MergeKernels {
             forward: "add_forward",
             backward: ["add_backward_a", "add_backward_b"],
             forward_math: "y = a + b",
             backward_math: "da = dy, db = dy",
-        },
+        }),
+        cost: costs::per_element::<1, 0>,
     },
     OpSpec {
         name: "sub",
@@ -281,15 +518,17 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["subtract", "minus"],
         args: &[],
         inputs: Inputs::Values(&["a", "b"]),
-        takes: Takes::Equal,
-        gives: Gives::Same,
+        shape: rules::equal,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Merge {
+        kernels: Kernels::Merge(MergeKernels {
             forward: "sub_forward",
             backward: ["sub_backward_a", "sub_backward_b"],
             forward_math: "y = a − b",
             backward_math: "da = dy, db = −dy",
-        },
+        }),
+        cost: costs::per_element::<1, 1>,
     },
     OpSpec {
         name: "mul",
@@ -297,15 +536,17 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["multiply", "times", "prod"],
         args: &[],
         inputs: Inputs::Values(&["a", "b"]),
-        takes: Takes::Equal,
-        gives: Gives::Same,
+        shape: rules::equal,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Merge {
+        kernels: Kernels::Merge(MergeKernels {
             forward: "mul_forward",
             backward: ["mul_backward_a", "mul_backward_b"],
             forward_math: "y = a·b",
             backward_math: "da = dy·b, db = dy·a",
-        },
+        }),
+        cost: costs::per_element::<1, 1>,
     },
     OpSpec {
         name: "div",
@@ -313,15 +554,17 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["divide"],
         args: &[],
         inputs: Inputs::Values(&["a", "b"]),
-        takes: Takes::Equal,
-        gives: Gives::Same,
+        shape: rules::equal,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Merge {
+        kernels: Kernels::Merge(MergeKernels {
             forward: "div_forward",
             backward: ["div_backward_a", "div_backward_b"],
             forward_math: "y = a / b",
             backward_math: "da = dy / b, db = −dy·y / b",
-        },
+        }),
+        cost: costs::per_element::<1, 3>,
     },
     OpSpec {
         name: "concat",
@@ -329,30 +572,204 @@ pub static OPS: &[OpSpec] = &[
         elsewhere: &["cat", "concatenate", "hstack"],
         args: &[],
         inputs: Inputs::AtLeast(2),
-        takes: Takes::Any,
-        gives: Gives::Sum,
+        shape: rules::concat,
+        fixes_input: None,
+        fixes_output: None,
         params: &[],
-        kernels: Kernels::Concat {
+        kernels: Kernels::Concat(ConcatKernels {
             forward: "concat_forward",
             backward: "concat_backward",
-            forward_math: "y = [a | b | …] along the features",
-            backward_math: "each input's gradient is its own columns of dy",
-        },
+            forward_math: "y = [a | b | …] along the features (the channels, for values of rank 3)",
+            backward_math: "each input's gradient is its own part of dy",
+        }),
+        cost: costs::none,
     },
 ];
+
+/// The shape rules the table names.
+mod rules {
+    use super::{Shape, ShapeIn};
+
+    /// The shape its (one) input has.
+    pub fn same(op: &ShapeIn) -> Result<Shape, String> {
+        Ok(op.inputs[0].shape.clone())
+    }
+
+    /// An input's declared shape: its dimensions argument.
+    pub fn declared(op: &ShapeIn) -> Result<Shape, String> {
+        Shape::new(op.args.dims().unwrap_or_default())
+    }
+
+    /// `affine(in, out)`: `in` features in, `out` out.
+    pub fn affine(op: &ShapeIn) -> Result<Shape, String> {
+        let (want, out) = (op.args.whole(0), op.args.whole(1));
+        let input = &op.inputs[0];
+        if input.shape.rank() > 1 {
+            return Err(format!(
+                "{} takes {want} features, but {} produces {}{}: an affine layer reads \
+                 features (rank 1), and {} has {} elements per sample",
+                op.layer,
+                input.from,
+                input.shape,
+                input.set_by,
+                input.shape,
+                input.shape.size()
+            ));
+        }
+        if input.shape.size() != want {
+            return Err(format!(
+                "{} takes {want} features, but {} produces {}{}",
+                op.layer,
+                input.from,
+                input.shape.size(),
+                input.set_by
+            ));
+        }
+        Ok(Shape::features(out))
+    }
+
+    /// Features (rank 1), at least `MIN` of them; gives the same.
+    pub fn features_at_least<const MIN: usize>(op: &ShapeIn) -> Result<Shape, String> {
+        let input = &op.inputs[0];
+        if input.shape.rank() > 1 {
+            return Err(format!(
+                "{} works along each sample's features (rank 1), but {} produces {}{}",
+                op.layer, input.from, input.shape, input.set_by
+            ));
+        }
+        if input.shape.size() < MIN {
+            return Err(format!(
+                "{} needs at least {MIN} features, but {} produces {}{}",
+                op.layer,
+                input.from,
+                input.shape.size(),
+                input.set_by
+            ));
+        }
+        Ok(input.shape.clone())
+    }
+
+    /// Every input of one shape; gives that shape.
+    pub fn equal(op: &ShapeIn) -> Result<Shape, String> {
+        let first = &op.inputs[0];
+        for other in &op.inputs[1..] {
+            if other.shape == first.shape {
+                continue;
+            }
+            return Err(if first.shape.rank() == 1 && other.shape.rank() == 1 {
+                format!(
+                    "{} needs inputs of one width, but {} has {} and {} has {}",
+                    op.layer,
+                    first.from,
+                    first.shape.describe(),
+                    other.from,
+                    other.shape.size()
+                )
+            } else {
+                format!(
+                    "{} needs inputs of one shape, but {} {} and {} {}",
+                    op.layer,
+                    first.from,
+                    first.shape.is(),
+                    other.from,
+                    other.shape.is()
+                )
+            });
+        }
+        Ok(first.shape.clone())
+    }
+
+    /// Rank-1 inputs side by side, or rank-3 inputs along their channels (the same height and
+    /// width): the parts follow each other in each sample's storage either way.
+    pub fn concat(op: &ShapeIn) -> Result<Shape, String> {
+        let first = &op.inputs[0];
+        let mut outer = 0usize;
+        for input in op.inputs {
+            let same_inner = input.shape.rank() == first.shape.rank()
+                && input.shape.dims()[1..] == first.shape.dims()[1..];
+            if !same_inner {
+                return Err(format!(
+                    "{} joins values along their first dimension (features, or channels), so the \
+                     rest must agree, but {} {} and {} {}",
+                    op.layer,
+                    first.from,
+                    first.shape.is(),
+                    input.from,
+                    input.shape.is()
+                ));
+            }
+            outer = outer.checked_add(input.shape.dims()[0]).ok_or_else(|| {
+                format!(
+                    "{} would have more elements than this machine can address",
+                    op.layer
+                )
+            })?;
+        }
+        let mut dims = first.shape.dims().to_vec();
+        dims[0] = outer;
+        Shape::new(&dims).map_err(|problem| format!("{}: {problem}", op.layer))
+    }
+}
+
+/// The cost rules the table names.
+mod costs {
+    use super::{Cost, CostIn};
+
+    pub fn none(_: &CostIn) -> Cost {
+        Cost::default()
+    }
+
+    /// `FORWARD` operations per output element, and `BACKWARD` per element of each input gradient.
+    pub fn per_element<const FORWARD: u64, const BACKWARD: u64>(op: &CostIn) -> Cost {
+        let n = op.output.size() as u64;
+        Cost {
+            forward: FORWARD * n,
+            input_grad: BACKWARD * n,
+            param_grad: 0,
+        }
+    }
+
+    /// A product of `in × out` multiply-adds and `out` bias adds; the gradients: one product each
+    /// for `dx` and `dW`, and the bias's sums.
+    pub fn affine(op: &CostIn) -> Cost {
+        let (inputs, outputs) = (op.args.whole(0) as u64, op.args.whole(1) as u64);
+        let product = 2 * inputs * outputs;
+        Cost {
+            forward: product + outputs,
+            input_grad: product,
+            param_grad: product + outputs,
+        }
+    }
+}
+
+impl Kernels {
+    /// Whether the backward pass reads the op's inputs (not only its output and gradient), so
+    /// that a backward method of an op reading the network's input takes the batch.
+    pub fn backward_reads_inputs(&self) -> bool {
+        match self {
+            Kernels::Affine(_) | Kernels::Merge(_) | Kernels::Loss(_) => true,
+            Kernels::Activation(_) | Kernels::Concat(_) | Kernels::Source => false,
+        }
+    }
+}
 
 impl OpSpec {
     /// Whether the op's backward method takes `sgd` and can update its parameters in place.
     pub fn updates_params(&self) -> bool {
-        matches!(self.kernels, Kernels::Affine { .. })
+        !self.params.is_empty()
     }
 
     /// Whether this op is a loss (and so must end the network).
     pub fn is_loss(&self) -> bool {
-        matches!(self.kernels, Kernels::Loss { .. })
+        matches!(self.kernels, Kernels::Loss(_))
     }
 
-    /// Whether its arguments name values (a merge such as `add(a, b)`) rather than dimensions.
+    /// Whether this op declares an input of the network.
+    pub fn is_source(&self) -> bool {
+        self.inputs == Inputs::Source
+    }
+
+    /// Whether its arguments name values (a merge such as `add(a, b)`) rather than numbers.
     pub fn takes_values(&self) -> bool {
         matches!(self.inputs, Inputs::Values(_) | Inputs::AtLeast(_))
     }

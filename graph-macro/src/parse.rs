@@ -11,6 +11,7 @@
 //! statement := attribute* (IDENT `=`)? chain  -- a chain, optionally named
 //! chain     := layer (`->` layer)*
 //! layer     := IDENT (`(` argument,* `)`)?
+//! argument  := (IDENT `=`)? EXPR              -- in order, or named: `leaky_relu(alpha = 0.1)`
 //! ```
 //!
 //! A single unnamed chain is the whole language of simple networks: `affine(784, 50) -> relu`.
@@ -20,9 +21,13 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, TokenStreamExt};
 use syn::ext::IdentExt;
+use syn::parse::discouraged::Speculative;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Ident, Token, Visibility, braced, parenthesized, token};
+
+use crate::errors::Errors;
+use crate::graph::Skipped;
 
 /// A whole `network!` invocation.
 pub struct NetworkDef {
@@ -30,8 +35,12 @@ pub struct NetworkDef {
     pub form: Form,
     /// The element type, if written (`f32` or `f64`; `check` decides which are allowed).
     pub elem: Option<Ident>,
-    /// The statements, in the order written; never empty after a successful parse.
+    /// The statements that parsed, in the order written.
     pub body: Vec<Statement>,
+    /// What the statements that did not parse defined and mentioned.
+    pub skipped: Skipped,
+    /// The mistakes in statements that did not parse: parsing goes on after each at the next `;`.
+    pub errors: Errors,
 }
 
 /// `#[attrs] name = chain`, or a bare chain.
@@ -67,7 +76,51 @@ pub struct Layer {
     /// The op's name as written.
     pub name: Ident,
     /// The parentheses and the arguments inside, if written.
-    pub args: Option<(token::Paren, Punctuated<Expr, Token![,]>)>,
+    pub args: Option<(token::Paren, Punctuated<Argument, Token![,]>)>,
+}
+
+/// One argument of a layer: `784`, `0.01`, a value's name (`add(h, r)`), or a named one
+/// (`alpha = 0.1`; the name may be a keyword, as in `in = 784`).
+pub struct Argument {
+    pub name: Option<(Ident, Token![=])>,
+    pub value: Expr,
+}
+
+impl Parse for Argument {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let named = input.peek(Ident::peek_any)
+            && input.peek2(Token![=])
+            && !input.peek2(Token![==])
+            && !input.peek2(Token![=>]);
+        if !named {
+            return Ok(Argument {
+                name: None,
+                value: input.parse()?,
+            });
+        }
+        let name = input.call(Ident::parse_any)?;
+        let equals: Token![=] = input.parse()?;
+        if input.is_empty() || input.peek(Token![,]) {
+            return Err(syn::Error::new_spanned(
+                equals,
+                format!("expected a value after `{name} =`"),
+            ));
+        }
+        Ok(Argument {
+            name: Some((name, equals)),
+            value: input.parse()?,
+        })
+    }
+}
+
+impl ToTokens for Argument {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        if let Some((name, equals)) = &self.name {
+            name.to_tokens(tokens);
+            equals.to_tokens(tokens);
+        }
+        self.value.to_tokens(tokens);
+    }
 }
 
 impl Parse for NetworkDef {
@@ -119,7 +172,7 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
     }
     let body;
     let braces = braced!(body in input);
-    let body = parse_body(&body, braces.span.join(), Some(&ident))?;
+    let (body, skipped, errors) = parse_body(&body, braces.span.join(), Some(&ident))?;
     if !input.is_empty() {
         return Err(input.error(format!(
             "unexpected {} after the layers of `{ident}`: the network ends with its `}}`",
@@ -130,6 +183,8 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
         form: Form::Item { attrs, vis, ident },
         elem,
         body,
+        skipped,
+        errors,
     })
 }
 
@@ -141,21 +196,24 @@ fn parse_expr(input: ParseStream) -> syn::Result<NetworkDef> {
     } else {
         None
     };
-    let body = parse_body(input, Span::call_site(), None)?;
+    let (body, skipped, errors) = parse_body(input, Span::call_site(), None)?;
     Ok(NetworkDef {
         form: Form::Expr,
         elem,
         body,
+        skipped,
+        errors,
     })
 }
 
 /// `body := statement (; statement)* ;?`, consuming all of `input`. `whole` spans the description,
-/// for the empty-network error; `item` is the struct's name in the item form.
+/// for the empty-network error; `item` is the struct's name in the item form. A statement that
+/// does not parse is skipped up to the next `;`, its mistake collected, and parsing goes on.
 fn parse_body(
     input: ParseStream,
     whole: Span,
     item: Option<&Ident>,
-) -> syn::Result<Vec<Statement>> {
+) -> syn::Result<(Vec<Statement>, Skipped, Errors)> {
     if input.is_empty() {
         return Err(syn::Error::new(
             whole,
@@ -163,7 +221,98 @@ fn parse_body(
         ));
     }
     let mut body = Vec::new();
+    let mut skipped = Skipped::default();
+    let mut errors = Errors::default();
+    // Keywords rejected as names: a statement that starts from one has its error already.
+    let mut keywords: Vec<String> = Vec::new();
     while !input.is_empty() {
+        let fork = input.fork();
+        match parse_statement(&fork, item) {
+            Ok(statement) => {
+                input.advance_to(&fork);
+                body.push(statement);
+            }
+            Err(error) => {
+                match leading_keyword(input) {
+                    Some((keyword, true)) => keywords.push(keyword),
+                    Some((keyword, false)) if keywords.contains(&keyword) => {
+                        skip_statement(input, &mut skipped);
+                        continue;
+                    }
+                    _ => {}
+                }
+                errors.push(error);
+                skip_statement(input, &mut skipped);
+                continue;
+            }
+        }
+        if !input.is_empty() {
+            input.parse::<Token![;]>()?;
+        }
+    }
+    Ok((body, skipped, errors))
+}
+
+/// The keyword a statement starts with (after its attributes), and whether `=` follows it.
+fn leading_keyword(input: ParseStream) -> Option<(String, bool)> {
+    let fork = input.fork();
+    fork.call(Attribute::parse_outer).ok()?;
+    if fork.peek(Ident) || !fork.peek(Ident::peek_any) {
+        return None;
+    }
+    let keyword = fork.call(Ident::parse_any).ok()?;
+    Some((
+        keyword.to_string(),
+        fork.peek(Token![=]) && !fork.peek(Token![==]),
+    ))
+}
+
+/// Skips the tokens of a statement that did not parse, up to and including the next `;`, noting
+/// the names it defines (`name =`) and every identifier it mentions.
+fn skip_statement(input: ParseStream, skipped: &mut Skipped) {
+    use proc_macro2::{Spacing, TokenTree};
+    fn mention(stream: TokenStream, skipped: &mut Skipped) {
+        // Iterative, so that deeply nested groups cannot overflow the stack.
+        let mut pending = vec![stream];
+        while let Some(stream) = pending.pop() {
+            for tree in stream {
+                match tree {
+                    TokenTree::Ident(ident) => {
+                        skipped.mentioned.insert(ident.to_string());
+                    }
+                    TokenTree::Group(group) => pending.push(group.stream()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        let mut previous: Option<Ident> = None;
+        while let Some((tree, next)) = rest.token_tree() {
+            rest = next;
+            match &tree {
+                TokenTree::Punct(punct) if punct.as_char() == ';' => break,
+                TokenTree::Punct(punct)
+                    if punct.as_char() == '=' && punct.spacing() == Spacing::Alone =>
+                {
+                    skipped.defined.extend(previous.take());
+                }
+                _ => {}
+            }
+            previous = match &tree {
+                TokenTree::Ident(ident) => Some(ident.clone()),
+                _ => None,
+            };
+            mention(tree.into(), skipped);
+        }
+        Ok(((), rest))
+    });
+}
+
+/// `statement := attribute* (IDENT =)? chain`, up to its `;` or the end of `input`.
+fn parse_statement(input: ParseStream, item: Option<&Ident>) -> syn::Result<Statement> {
+    {
         let attrs = input.call(Attribute::parse_outer)?;
         if !input.peek(Ident) && input.peek(Ident::peek_any) && input.peek2(Token![=]) {
             let keyword = input.call(Ident::parse_any)?;
@@ -184,12 +333,8 @@ fn parse_body(
             None
         };
         let chain = parse_chain(input, item)?;
-        body.push(Statement { attrs, name, chain });
-        if !input.is_empty() {
-            input.parse::<Token![;]>()?;
-        }
+        Ok(Statement { attrs, name, chain })
     }
-    Ok(body)
 }
 
 /// `chain := layer (-> layer)*`, up to a `;` or the end of `input`. `item` is the struct's name in
@@ -267,7 +412,7 @@ fn missing_arrow(
             proc_macro2::Delimiter::Bracket | proc_macro2::Delimiter::Brace
         )
     {
-        let args = Punctuated::<Expr, Token![,]>::parse_terminated
+        let args = Punctuated::<Argument, Token![,]>::parse_terminated
             .parse2(group.stream())
             .map(|args| {
                 let args: Vec<String> = args
@@ -294,8 +439,7 @@ fn missing_arrow(
         );
     }
     let next_is_merge = input.fork().parse::<Ident>().is_ok_and(|next| {
-        crate::ops::lookup(&next.to_string())
-            .is_some_and(|op| op.takes_values() || op.name == "input")
+        crate::ops::lookup(&next.to_string()).is_some_and(|op| op.takes_values() || op.is_source())
     });
     if input.peek(Token![#]) || next_is_merge || (input.peek(Ident) && input.peek2(Token![=])) {
         return input.error(format!(
@@ -365,7 +509,7 @@ fn next_token(input: ParseStream) -> String {
 
 impl Layer {
     /// The arguments as written (empty if there were no parentheses).
-    pub fn arguments(&self) -> impl ExactSizeIterator<Item = &Expr> {
+    pub fn arguments(&self) -> impl ExactSizeIterator<Item = &Argument> {
         self.args
             .iter()
             .flat_map(|(_, args)| args.iter())

@@ -43,10 +43,3 @@ pub use network::{Network, Trainable, ValueRef};
 pub use param::{Param, ParamMut, ParamRef};
 pub use precision::WeightPrecision;
 pub use target::{Target, argmax_rows};
-
-// Old paths of generated code; removed once the macro uses __private.
-#[doc(hidden)]
-pub use network::{
-    Pass, check_batch, check_input, check_output_grad, check_weight_precision, copy_input,
-    edge_label, kept_input, no_input_grad, resize_rows, unknown_param,
-};

@@ -1,4 +1,4 @@
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -27,6 +27,22 @@ pub trait Network {
     const PARAM_NAMES: &'static [&'static str];
     /// The graph in Graphviz's DOT language, with op names and shapes.
     const DOT: &'static str;
+    /// Bytes of the parameters' values (their gradients take as many again; an optimiser's
+    /// state comes on top).
+    const PARAM_BYTES: usize;
+    /// Bytes per sample of the buffers a forward pass fills: every value (kept for a later
+    /// backward pass) and the copy of the batch.
+    const ACTIVATION_BYTES_INFERENCE: usize;
+    /// Bytes per sample of the buffers a training step fills: every value and the gradients,
+    /// those whose lifetimes do not overlap sharing storage.
+    const ACTIVATION_BYTES_TRAINING: usize;
+    /// Floating-point operations per sample of a forward pass (an `exp` or a division counts as
+    /// one), from each op's cost rule.
+    const FLOPS_FORWARD: u64;
+    /// Floating-point operations per sample of a training step: the forward pass, the loss and
+    /// the backward pass (only the gradients that are needed); the parameter update adds about
+    /// two per parameter per step, whatever the batch.
+    const FLOPS_TRAINING: u64;
 
     /// Draws fresh parameters: weights by `init`, biases zero, from a generator seeded by `seed`.
     fn init(&mut self, init: Init, seed: u64);
@@ -193,7 +209,10 @@ pub struct ValueRef<'a, T> {
     pub op: &'static str,
     /// Its values from the last forward pass, one row per sample.
     pub value: ArrayView2<'a, T>,
-    /// Its gradient from the last backward pass, if backward computes one.
+    /// Its gradient from the last backward pass, if backward computes one and keeps it. The
+    /// gradients of the inputs, the output and every value the description names are kept; those
+    /// of unnamed intermediate values share storage with one another (a gradient is used up
+    /// within the pass) and show here only if no later gradient took their storage.
     pub grad: Option<ArrayView2<'a, T>>,
 }
 
@@ -348,6 +367,24 @@ pub fn resize_rows<T: Element>(buffer: &mut Array2<T>, rows: usize, width: usize
     if buffer.dim() != (rows, width) {
         *buffer = Array2::zeros((rows, width));
     }
+}
+
+/// The first `width` columns' worth of a gradient slot, as a `rows × width` matrix: several
+/// gradients of different widths take turns in one slot, each stored contiguously from its start.
+#[doc(hidden)]
+pub fn slot<T: Element>(slot: &Array2<T>, width: usize) -> ArrayView2<'_, T> {
+    let rows = slot.nrows();
+    let data = slot.as_slice().expect("a gradient slot is contiguous");
+    ArrayView2::from_shape((rows, width), &data[..rows * width]).expect("a gradient fits its slot")
+}
+
+/// [`slot`], mutably.
+#[doc(hidden)]
+pub fn slot_mut<T: Element>(slot: &mut Array2<T>, width: usize) -> ArrayViewMut2<'_, T> {
+    let rows = slot.nrows();
+    let data = slot.as_slice_mut().expect("a gradient slot is contiguous");
+    ArrayViewMut2::from_shape((rows, width), &mut data[..rows * width])
+        .expect("a gradient fits its slot")
 }
 
 /// Copies a batch into the buffer a network keeps it in, sizing the buffer first (allocating

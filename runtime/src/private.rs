@@ -4,5 +4,5 @@
 
 pub use crate::network::{
     Pass, check_batch, check_input, check_output_grad, check_weight_precision, copy_input,
-    edge_label, kept_input, no_input_grad, resize_rows, unknown_param,
+    edge_label, kept_input, no_input_grad, resize_rows, slot, slot_mut, unknown_param,
 };

@@ -1,29 +1,65 @@
-//! Stage 4: the generated code. The only stage that builds Rust syntax.
+//! Stage 5: the generated code. The only stage that builds Rust syntax; it prints what `check`
+//! and `plan` decided.
 //!
 //! For each network it emits a struct (parameters public, value and gradient buffers private),
 //! one small method per node and pass whose doc comment names the source layer and the math it
 //! does, `run_forward`/`run_backward` that call them in topological and reverse topological order,
-//! and impls of the runtime's `Network` and (with a loss) `Trainable` traits.
+//! and impls of the runtime's `Network` and (with a loss) `Trainable` traits. Each calling
+//! convention of the runtime's kernels is a [`Family`] in a module of its own.
+
+mod activation;
+mod affine;
+mod concat;
+mod loss;
+mod merge;
 
 use std::cell::Cell;
-use std::collections::HashSet;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::check::{Checked, CheckedNode, ResolvedInit};
+use crate::check::{Checked, ResolvedInit};
 use crate::dot;
-use crate::ops::{Kernels, TargetKind};
+use crate::ops::Kernels;
 use crate::parse::{Form, NetworkDef};
+use crate::plan::{GradMode, Plan};
 
-pub fn expand(def: &NetworkDef, net: &Checked) -> TokenStream {
+/// One calling convention of the runtime's kernels: how a node of it is written out.
+trait Family {
+    /// The forward method of `node`, or `None` if it has none.
+    fn forward(&self, g: &Generator, node: usize) -> Option<Method>;
+    /// The backward method of `node`, or `None` when nothing upstream needs a gradient from it.
+    fn backward(&self, g: &Generator, node: usize) -> Option<Method>;
+}
+
+/// A generated method: the math it does (for its doc comment), a note after it, and its body.
+struct Method {
+    math: &'static str,
+    note: String,
+    body: TokenStream,
+}
+
+/// The family of an op's kernels.
+fn family(kernels: &Kernels) -> Option<&dyn Family> {
+    match kernels {
+        Kernels::Affine(kernels) => Some(kernels),
+        Kernels::Activation(kernels) => Some(kernels),
+        Kernels::Merge(kernels) => Some(kernels),
+        Kernels::Concat(kernels) => Some(kernels),
+        Kernels::Loss(kernels) => Some(kernels),
+        Kernels::Source => None,
+    }
+}
+
+pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let ty = match &def.form {
         Form::Item { ident, .. } => ident.clone(),
         Form::Expr => Ident::new("Network", Span::mixed_site()),
     };
     let generator = Generator {
         net,
+        plan,
         ty: &ty,
         reads_batch: Cell::new(false),
     };
@@ -46,25 +82,18 @@ pub fn expand(def: &NetworkDef, net: &Checked) -> TokenStream {
 
 struct Generator<'a> {
     net: &'a Checked<'a>,
+    plan: &'a Plan,
     ty: &'a Ident,
     /// Set when generated code reads the batch (an input value): the method being generated
     /// then takes the batch as a parameter.
     reads_batch: Cell<bool>,
 }
 
-/// How a backward method stores an input's gradient: the first path to reach a value sets its
-/// gradient buffer, later ones add to it.
-#[derive(Clone, Copy)]
-enum Mode {
-    Set,
-    Add,
-}
-
-impl quote::ToTokens for Mode {
+impl quote::ToTokens for GradMode {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         tokens.extend(match self {
-            Mode::Set => quote!(::chainrule::kernels::GradMode::Set),
-            Mode::Add => quote!(::chainrule::kernels::GradMode::Add),
+            GradMode::Set => quote!(::chainrule::kernels::GradMode::Set),
+            GradMode::Add => quote!(::chainrule::kernels::GradMode::Add),
         });
     }
 }
@@ -73,6 +102,7 @@ impl Generator<'_> {
     /// The struct's fields, and everything after the struct.
     fn generate(&self) -> (TokenStream, TokenStream) {
         let net = self.net;
+        let plan = self.plan;
         let ty = self.ty;
         let elem = &net.elem;
         let name = &net.name;
@@ -83,9 +113,9 @@ impl Generator<'_> {
         let mut param_names = Vec::new();
         let mut param_inits = Vec::new();
         let mut matrices = Vec::new();
-        for node in &net.nodes {
+        for (index, node) in net.nodes.iter().enumerate() {
             for param in &node.params {
-                let field = param_field(node, param.name);
+                let field = self.param_field(index, param.name);
                 if param.shape.len() == 2 {
                     matrices.push(field.clone());
                 }
@@ -122,70 +152,80 @@ impl Generator<'_> {
                 &mut self,
                 precision: ::chainrule::WeightPrecision,
             ) -> ::chainrule::Result<()> {
-                ::chainrule::check_weight_precision::<#elem>(#name, precision)?;
+                ::chainrule::__private::check_weight_precision::<#elem>(#name, precision)?;
                 #(self.#matrices.set_one_row_precision(precision);)*
                 ::core::result::Result::Ok(())
             }
         };
 
-        // Buffers: every value but the loss's output, and a gradient where backward needs one.
+        // Buffers: every value but the loss's output, and the gradient slots.
         let mut buffer_fields = Vec::new();
         let mut buffer_news = Vec::new();
-        let mut buffer_resizes = Vec::new();
-        for (v, value) in net.values.iter().enumerate() {
-            if self.is_loss_output(v) {
-                continue;
-            }
-            let width = lit(value.width);
-            let mut add = |field: Ident, doc: String| {
+        let (mut value_resizes, mut grad_resizes) = (Vec::new(), Vec::new());
+        let mut buffer =
+            |field: Ident, doc: String, width: usize, resizes: &mut Vec<TokenStream>| {
+                let width = lit(width);
                 buffer_fields.push(quote! {
                     #[doc = #doc]
                     #field: ::chainrule::ndarray::Array2<#elem>
                 });
                 buffer_news
                     .push(quote! { #field: ::chainrule::ndarray::Array2::zeros((0, #width)) });
-                buffer_resizes
-                    .push(quote! { ::chainrule::resize_rows(&mut self.#field, rows, #width); });
-            };
-            if value.producer.is_some() {
-                add(
-                    self.value(v),
-                    format!(" Values of {}: batch × {}.", self.value_doc(v), value.width),
+                resizes.push(
+                    quote! { ::chainrule::__private::resize_rows(&mut self.#field, rows, #width); },
                 );
-            }
-            if self.has_grad(v) {
-                add(
-                    self.grad(v),
-                    format!(" The gradient with respect to {}.", self.value_doc(v)),
+            };
+        for (v, value) in net.values.iter().enumerate() {
+            if value.producer.is_some() && !self.is_loss_output(v) {
+                let doc = format!(" Values of {}: batch × {}.", self.doc_name(v), value.shape);
+                buffer(
+                    self.value_field(v),
+                    doc,
+                    value.shape.size(),
+                    &mut value_resizes,
                 );
             }
         }
+        for (slot, grads) in plan.grad_slots.iter().enumerate() {
+            let doc = match &grads.values[..] {
+                [v] => format!(" The gradient with respect to {}.", self.doc_name(*v)),
+                values => format!(
+                    " The gradients with respect to {}, one after the other in the backward pass.",
+                    values
+                        .iter()
+                        .map(|&v| self.doc_name(v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            buffer(self.slot_field(slot), doc, grads.width, &mut grad_resizes);
+        }
 
         // The batch, kept for a later `backward` (`gradient` reads it in place instead).
-        let input_width: usize = net.inputs.iter().map(|i| net.values[i.value].width).sum();
-        let input_width_lit = lit(input_width);
+        let input_width = self.input_width();
         buffer_fields.push(quote! {
             /// The last batch given to `forward` or `loss`, kept for the backward pass.
             input: ::chainrule::ndarray::Array2<#elem>
         });
-        buffer_news
-            .push(quote! { input: ::chainrule::ndarray::Array2::zeros((0, #input_width_lit)) });
+        buffer_news.push(quote! { input: ::chainrule::ndarray::Array2::zeros((0, #input_width)) });
 
         // One method per node and pass.
         let mut methods = Vec::new();
         let mut forward_calls = Vec::new();
         let (mut forward_reads, mut backward_reads) = (false, false);
-        for node in &net.nodes {
-            if node.op.is_loss() {
+        for &node in &plan.forward {
+            let Some(family) = family(&net.nodes[node].op.kernels) else {
                 continue;
-            }
-            if self.relu_fused_into_producer(node) {
+            };
+            let (method, reads) = self.with_batch(|| family.forward(self, node));
+            let Some(method) = method else {
                 continue;
-            }
-            let forward = format_ident!("forward_{}", node.ident);
-            let ((doc, body), reads) = self.with_batch(|| self.forward_body(node));
+            };
             forward_reads |= reads;
-            let (params, args) = self.batch_param(reads, elem);
+            let forward = format_ident!("forward_{}", net.nodes[node].ident);
+            let (params, args) = self.batch_param(reads);
+            let doc = self.node_doc(node, method.math, &method.note);
+            let body = method.body;
             methods.push(quote! {
                 #[doc = #doc]
                 #[inline]
@@ -194,37 +234,39 @@ impl Generator<'_> {
             forward_calls.push(quote!(self.#forward(#args);));
         }
         // Backward in reverse order; the loss (last) has written its input's gradient already.
-        let mut written: HashSet<usize> = HashSet::from([net.output]);
         let mut backward_calls = Vec::new();
-        // Whether some backward method takes `sgd` (a node with parameters, or a ReLU whose
+        // Whether some backward method takes `sgd` (a node with parameters, or an activation whose
         // backward pass `sgd_step` folds into the product after it).
         let mut backward_updates = false;
-        for node in net.nodes.iter().rev() {
-            if node.op.is_loss() {
+        for &node in &plan.backward {
+            let this = &net.nodes[node];
+            let Some(family) = family(&this.op.kernels) else {
                 continue;
+            };
+            let (method, reads) = self.with_batch(|| family.backward(self, node));
+            let Some(method) = method else {
+                continue;
+            };
+            backward_reads |= reads;
+            let backward = format_ident!("backward_{}", this.ident);
+            let (mut params, mut args) = self.batch_param(reads);
+            if this.op.updates_params() || plan.nodes[node].gated_into.is_some() {
+                let comma = (!params.is_empty()).then(|| quote!(,));
+                params.extend(quote!(#comma sgd: ::core::option::Option<(#elem, #elem)>));
+                args.extend(quote!(#comma sgd));
+                backward_updates = true;
             }
-            if let (Some((doc, body)), reads) =
-                self.with_batch(|| self.backward_body(node, &mut written))
-            {
-                backward_reads |= reads;
-                let backward = format_ident!("backward_{}", node.ident);
-                let (mut params, mut args) = self.batch_param(reads, elem);
-                if node.op.updates_params() || self.gated_into_reader(node) {
-                    let comma = (!params.is_empty()).then(|| quote!(,));
-                    params.extend(quote!(#comma sgd: ::core::option::Option<(#elem, #elem)>));
-                    args.extend(quote!(#comma sgd));
-                    backward_updates = true;
-                }
-                methods.push(quote! {
-                    #[doc = #doc]
-                    #[inline]
-                    fn #backward(&mut self, #params) { #body }
-                });
-                backward_calls.push(quote!(self.#backward(#args);));
-            }
+            let doc = self.node_doc(node, method.math, &self.backward_note(node, &method.note));
+            let body = method.body;
+            methods.push(quote! {
+                #[doc = #doc]
+                #[inline]
+                fn #backward(&mut self, #params) { #body }
+            });
+            backward_calls.push(quote!(self.#backward(#args);));
         }
 
-        let output_width = lit(net.values[net.output].width);
+        let output_width = lit(net.values[net.output].shape.size());
         let unused = |reads: bool| (!reads).then(|| quote!(let _ = batch;));
         let (forward_unused, mut backward_unused) = (unused(forward_reads), unused(backward_reads));
         if !backward_updates {
@@ -233,9 +275,15 @@ impl Generator<'_> {
                 .extend(quote!(let _ = sgd;));
         }
         let param_count = lit(net.param_count);
+        let cost = &plan.cost;
+        let param_bytes = lit(cost.param_bytes);
+        let inference_bytes = lit(cost.inference_bytes);
+        let training_bytes = lit(cost.training_bytes);
+        let forward_flops = Literal::u64_unsuffixed(cost.forward_flops);
+        let training_flops = Literal::u64_unsuffixed(cost.training_flops);
         let dot = dot::render(net);
-        let output = self.stored(net.output);
-        let output_grad = self.grad(net.output);
+        let output = self.kept_view(net.output);
+        let output_grad = self.grad_view_mut(net.output);
         let names = param_names.iter().map(|(name, _)| name);
         let ref_arms = param_names
             .iter()
@@ -250,26 +298,28 @@ impl Generator<'_> {
             .iter()
             .map(|(_, field)| quote!(f(self.#field.view_mut());));
 
-        let grad_inputs: Vec<(&String, Ident)> = net
+        let grad_inputs: Vec<(&String, TokenStream)> = net
             .inputs
             .iter()
             .filter(|input| input.grad)
-            .filter_map(|input| Some((input.name.as_ref()?, self.grad(input.value))))
+            .filter_map(|input| Some((input.name.as_ref()?, self.grad_view(input.value))))
             .collect();
         let grad_input_names = grad_inputs.iter().map(|(name, _)| name);
         let grad_input_arms = grad_inputs
             .iter()
-            .map(|(name, field)| quote!(#name => ::core::result::Result::Ok(self.#field.view()),));
+            .map(|(name, view)| quote!(#name => ::core::result::Result::Ok(#view),));
         let values_visit = self.values_visit();
         let dot_with_values = self.dot_with_values();
 
-        let trainable = self.loss().map(|loss| self.trainable(loss));
+        let trainable = self
+            .loss()
+            .map(|(node, kernels)| loss::trainable(self, node, kernels));
 
         let fields = quote! {
             #(#param_fields,)*
             #(#buffer_fields,)*
             /// Which pass the buffers hold.
-            pass: ::chainrule::Pass
+            pass: ::chainrule::__private::Pass
         };
         let rest = quote! {
             impl #ty {
@@ -278,15 +328,22 @@ impl Generator<'_> {
                     let mut net = #ty {
                         #(#param_news,)*
                         #(#buffer_news,)*
-                        pass: ::chainrule::Pass::None,
+                        pass: ::chainrule::__private::Pass::None,
                     };
                     ::chainrule::Network::init(&mut net, init, seed);
                     net
                 }
 
-                /// Sizes the buffers for a batch of `rows` (allocating only when that changes).
-                fn resize(&mut self, rows: usize) {
-                    #(#buffer_resizes)*
+                /// Sizes the value buffers for a batch of `rows` (allocating only when that
+                /// changes).
+                fn resize_values(&mut self, rows: usize) {
+                    #(#value_resizes)*
+                }
+
+                /// Sizes the gradient buffers for a batch of `rows` (allocating only when that
+                /// changes).
+                fn resize_grads(&mut self, rows: usize) {
+                    #(#grad_resizes)*
                 }
 
                 /// The forward pass over `batch`, in topological order.
@@ -332,11 +389,16 @@ impl Generator<'_> {
             impl ::chainrule::Network for #ty {
                 type Elem = #elem;
                 const NAME: &'static str = #name;
-                const INPUT: usize = #input_width_lit;
+                const INPUT: usize = #input_width;
                 const OUTPUT: usize = #output_width;
                 const PARAMS: usize = #param_count;
                 const PARAM_NAMES: &'static [&'static str] = &[#(#names),*];
                 const DOT: &'static str = #dot;
+                const PARAM_BYTES: usize = #param_bytes;
+                const ACTIVATION_BYTES_INFERENCE: usize = #inference_bytes;
+                const ACTIVATION_BYTES_TRAINING: usize = #training_bytes;
+                const FLOPS_FORWARD: u64 = #forward_flops;
+                const FLOPS_TRAINING: u64 = #training_flops;
 
                 fn init(&mut self, init: ::chainrule::Init, seed: u64) {
                     let mut rng = ::chainrule::init::rng(seed);
@@ -347,11 +409,11 @@ impl Generator<'_> {
                     &mut self,
                     x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                 ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
-                    ::chainrule::check_input(#name, &x, #input_width_lit)?;
-                    self.resize(x.nrows());
-                    ::chainrule::copy_input(&mut self.input, x, #input_width_lit);
+                    ::chainrule::__private::check_input(#name, &x, #input_width)?;
+                    self.resize_values(x.nrows());
+                    ::chainrule::__private::copy_input(&mut self.input, x, #input_width);
                     self.on_kept_batch(|net, batch| net.run_forward(batch));
-                    self.pass = ::chainrule::Pass::Forward;
+                    self.pass = ::chainrule::__private::Pass::Forward;
                     ::core::result::Result::Ok(#output)
                 }
 
@@ -363,14 +425,15 @@ impl Generator<'_> {
                     &mut self,
                     dy: ::chainrule::ndarray::ArrayView2<'_, #elem>,
                 ) -> ::chainrule::Result<()> {
-                    ::chainrule::check_output_grad(
+                    ::chainrule::__private::check_output_grad(
                         #name,
                         self.pass,
                         &dy,
                         #output.nrows(),
                         #output_width,
                     )?;
-                    self.#output_grad.assign(&dy);
+                    self.resize_grads(dy.nrows());
+                    #output_grad.assign(&dy);
                     self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
                     ::core::result::Result::Ok(())
                 }
@@ -382,7 +445,7 @@ impl Generator<'_> {
                     match name {
                         #(#grad_input_arms)*
                         _ => ::core::result::Result::Err(
-                            ::chainrule::no_input_grad(#name, name, &[#(#grad_input_names),*]),
+                            ::chainrule::__private::no_input_grad(#name, name, &[#(#grad_input_names),*]),
                         ),
                     }
                 }
@@ -393,7 +456,7 @@ impl Generator<'_> {
                     match name {
                         #(#ref_arms)*
                         _ => ::core::result::Result::Err(
-                            ::chainrule::unknown_param(#name, name, Self::PARAM_NAMES),
+                            ::chainrule::__private::unknown_param(#name, name, Self::PARAM_NAMES),
                         ),
                     }
                 }
@@ -405,7 +468,7 @@ impl Generator<'_> {
                     match name {
                         #(#mut_arms)*
                         _ => ::core::result::Result::Err(
-                            ::chainrule::unknown_param(#name, name, Self::PARAM_NAMES),
+                            ::chainrule::__private::unknown_param(#name, name, Self::PARAM_NAMES),
                         ),
                     }
                 }
@@ -435,252 +498,17 @@ impl Generator<'_> {
         (fields, rest)
     }
 
-    /// The `Trainable` impl and the loss method.
-    fn trainable(&self, loss: &CheckedNode) -> TokenStream {
-        let net = self.net;
-        let ty = self.ty;
-        let elem = &net.elem;
-        let name = &net.name;
-        let input_width = lit(net.inputs.iter().map(|i| net.values[i.value].width).sum());
-        let Kernels::Loss {
-            kernel,
-            targets,
-            math,
-        } = loss.op.kernels
-        else {
-            unreachable!("`loss()` returns only loss nodes")
-        };
-        let kernel = format_ident!("{kernel}");
-        let targets_ty = match targets {
-            TargetKind::Classes => quote!(&'t [usize]),
-            TargetKind::Values => quote!(::chainrule::ndarray::ArrayView2<'t, #elem>),
-        };
-        let (x, reads) = self.with_batch(|| self.read(loss.inputs[0]));
-        let (params, args) = self.batch_param(reads, elem);
-        let bind = if reads {
-            quote!(let batch = x;)
-        } else {
-            quote!()
-        };
-        let dx = self.grad(loss.inputs[0]);
-        let method = format_ident!("loss_{}", loss.ident);
-        let doc = format!(
-            " `{}` = `{}`: {math}. The gradient is computed with the loss.",
-            loss.ident,
-            loss.layer.describe()
-        );
-        quote! {
-            impl #ty {
-                #[doc = #doc]
-                #[inline]
-                fn #method(&mut self, t: <Self as ::chainrule::Trainable>::Targets<'_>, #params) -> #elem {
-                    ::chainrule::kernels::#kernel(#x, t, self.#dx.view_mut())
-                }
-
-                /// `gradient` (`sgd = None`) or `sgd_step_with_decay` (`sgd = Some((η, λ))`): the
-                /// forward pass, the loss and the backward pass, all reading `x` in place, so
-                /// nothing is kept for a later `backward`.
-                fn train_pass(
-                    &mut self,
-                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    t: <Self as ::chainrule::Trainable>::Targets<'_>,
-                    sgd: ::core::option::Option<(#elem, #elem)>,
-                ) -> ::chainrule::Result<#elem> {
-                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
-                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
-                    self.resize(x.nrows());
-                    self.run_forward(x);
-                    #bind
-                    let loss = self.#method(t, #args);
-                    self.run_backward(x, sgd);
-                    self.pass = ::chainrule::Pass::None;
-                    ::core::result::Result::Ok(loss)
-                }
-            }
-
-            impl ::chainrule::Trainable for #ty {
-                type Targets<'t> = #targets_ty;
-
-                fn loss(
-                    &mut self,
-                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    t: Self::Targets<'_>,
-                ) -> ::chainrule::Result<#elem> {
-                    let outputs = <Self as ::chainrule::Network>::OUTPUT;
-                    ::chainrule::check_batch(#name, &x, #input_width, &t, outputs)?;
-                    self.resize(x.nrows());
-                    ::chainrule::copy_input(&mut self.input, x, #input_width);
-                    let loss = self.on_kept_batch(|net, batch| {
-                        net.run_forward(batch);
-                        net.#method(t, #args)
-                    });
-                    self.pass = ::chainrule::Pass::Loss;
-                    ::core::result::Result::Ok(loss)
-                }
-
-                fn backward(&mut self) -> ::chainrule::Result<()> {
-                    if self.pass != ::chainrule::Pass::Loss {
-                        return ::core::result::Result::Err(::chainrule::Error::BackwardBeforeLoss);
-                    }
-                    self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
-                    ::core::result::Result::Ok(())
-                }
-
-                fn gradient(
-                    &mut self,
-                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    t: Self::Targets<'_>,
-                ) -> ::chainrule::Result<#elem> {
-                    self.train_pass(x, t, ::core::option::Option::None)
-                }
-
-                fn sgd_step_with_decay(
-                    &mut self,
-                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    t: Self::Targets<'_>,
-                    lr: f64,
-                    weight_decay: f64,
-                ) -> ::chainrule::Result<#elem> {
-                    let step = (
-                        <#elem as ::chainrule::Element>::from_f64(lr),
-                        <#elem as ::chainrule::Element>::from_f64(weight_decay),
-                    );
-                    self.train_pass(x, t, ::core::option::Option::Some(step))
-                }
-            }
-        }
-    }
-
-    /// The doc comment and body of a node's forward method.
-    fn forward_body(&self, node: &CheckedNode) -> (String, TokenStream) {
-        let xs: Vec<TokenStream> = node.inputs.iter().map(|&v| self.read(v)).collect();
-        let y = self.value(node.output);
-        let widths: Vec<String> = node
+    /// The note of a backward method: its own, then the gradients it skips and whether it adds
+    /// to gradients other paths have set.
+    fn backward_note(&self, node: usize, own: &str) -> String {
+        let this = &self.net.nodes[node];
+        let modes = &self.plan.nodes[node].modes;
+        let skipped: Vec<String> = this
             .inputs
             .iter()
-            .map(|&v| self.net.values[v].width.to_string())
-            .collect();
-        let widths = format!(
-            " {} → {} features.",
-            widths.join(" + "),
-            self.net.values[node.output].width
-        );
-        match node.op.kernels {
-            Kernels::Affine {
-                forward,
-                forward_math,
-                ..
-            } => {
-                let kernel = format_ident!("{forward}");
-                let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
-                let x = &xs[0];
-                if let Some(relu) = self.fused_relu(node) {
-                    let out = self.value(relu.output);
-                    let relu_name = match &self.net.values[relu.output].name {
-                        Some(name) => format!("`{name}` = `{}`", relu.ident),
-                        None => format!("`{}`", relu.ident),
-                    };
-                    let note = format!(
-                        "{widths} Also computes {relu_name} = `relu`: y = max(x, 0), as the sums \
-                         are stored."
-                    );
-                    return (
-                        self.node_doc(node, forward_math, &note),
-                        quote! {
-                            ::chainrule::kernels::affine_relu_forward(
-                                #x, self.#w.weights(), self.#b.value(),
-                                self.#y.view_mut(), self.#out.view_mut(),
-                            );
-                        },
-                    );
-                }
-                (
-                    self.node_doc(node, forward_math, &widths),
-                    quote! {
-                        ::chainrule::kernels::#kernel(
-                            #x, self.#w.weights(), self.#b.value(), self.#y.view_mut(),
-                        );
-                    },
-                )
-            }
-            Kernels::Elementwise {
-                forward,
-                forward_math,
-                ..
-            } => {
-                let kernel = format_ident!("{forward}");
-                let x = &xs[0];
-                (
-                    self.node_doc(node, forward_math, &widths),
-                    quote!(::chainrule::kernels::#kernel(#x, self.#y.view_mut());),
-                )
-            }
-            Kernels::Merge {
-                forward,
-                forward_math,
-                ..
-            } => {
-                let kernel = format_ident!("{forward}");
-                let (a, b) = (&xs[0], &xs[1]);
-                (
-                    self.node_doc(node, forward_math, &widths),
-                    quote! {
-                        ::chainrule::kernels::#kernel(#a, #b, self.#y.view_mut());
-                    },
-                )
-            }
-            Kernels::Concat {
-                forward,
-                forward_math,
-                ..
-            } => {
-                let kernel = format_ident!("{forward}");
-                (
-                    self.node_doc(node, forward_math, &widths),
-                    quote! {
-                        ::chainrule::kernels::#kernel(&[#(#xs),*], self.#y.view_mut());
-                    },
-                )
-            }
-            Kernels::Loss { .. } | Kernels::Source => {
-                unreachable!("losses run in `loss` and inputs are copied in `prepare`")
-            }
-        }
-    }
-
-    /// The doc comment and body of a node's backward method; `None` when nothing upstream needs a
-    /// gradient from it. `written` holds the values whose gradient buffers a later node (earlier in
-    /// the backward pass) has written.
-    fn backward_body(
-        &self,
-        node: &CheckedNode,
-        written: &mut HashSet<usize>,
-    ) -> Option<(String, TokenStream)> {
-        if !self.has_grad(node.output) {
-            return None;
-        }
-        let y = self.value(node.output);
-        let dy = self.grad(node.output);
-        // The mode for each input that needs a gradient, in argument order.
-        let modes: Vec<Option<Mode>> = node
-            .inputs
-            .iter()
-            .map(|&v| {
-                self.net.values[v].needs_grad.then(|| {
-                    if written.insert(v) {
-                        Mode::Set
-                    } else {
-                        Mode::Add
-                    }
-                })
-            })
-            .collect();
-        let skipped: Vec<String> = node
-            .inputs
-            .iter()
-            .zip(&modes)
+            .zip(modes)
             .filter(|(_, mode)| mode.is_none())
-            .map(|(&v, _)| self.value_doc(v))
+            .map(|(&v, _)| self.doc_name(v))
             .collect();
         let mut note = if skipped.is_empty() {
             String::new()
@@ -690,145 +518,13 @@ impl Generator<'_> {
                 skipped.join(" and ")
             )
         };
-        let xs: Vec<TokenStream> = node.inputs.iter().map(|&v| self.read(v)).collect();
-        let dxs: Vec<Ident> = node.inputs.iter().map(|&v| self.grad(v)).collect();
-        let (math, body) = match node.op.kernels {
-            Kernels::Affine {
-                backward_params,
-                backward_input,
-                sgd_update,
-                backward_math,
-                ..
-            } => {
-                let (w, b) = (param_field(node, "weight"), param_field(node, "bias"));
-                let (params, update) = (
-                    format_ident!("{backward_params}"),
-                    format_ident!("{sgd_update}"),
-                );
-                let x = &xs[0];
-                // The input's gradient first: it reads W as the forward pass used it, before
-                // an SGD update changes it.
-                let mut body = TokenStream::new();
-                if let Some(mode) = modes[0] {
-                    let kernel = format_ident!("{backward_input}");
-                    let dx = &dxs[0];
-                    let plain = quote! {
-                        ::chainrule::kernels::#kernel(
-                            self.#w.value(), self.#dy.view(), self.#dx.view_mut(), #mode,
-                        );
-                    };
-                    body.extend(match self.gated_relu(node) {
-                        // `sgd_step` keeps no gradient for people to read, so it skips the
-                        // ReLU output's and sets the ReLU input's gradient in the product.
-                        Some(relu) => {
-                            note.push_str(&format!(
-                                " With `sgd = Some(_)` the input gradient's product does `{}`'s \
-                                 backward pass as well: dx = (dy·Wᵀ) ⊙ [y > 0].",
-                                relu.ident
-                            ));
-                            let (y, du) = (self.value(relu.output), self.grad(relu.inputs[0]));
-                            quote! {
-                                if sgd.is_some() {
-                                    ::chainrule::kernels::affine_relu_backward_input(
-                                        self.#w.value(), self.#dy.view(), self.#y.view(),
-                                        self.#du.view_mut(),
-                                    );
-                                } else {
-                                    #plain
-                                }
-                            }
-                        }
-                        None => plain,
-                    });
-                }
-                body.extend(quote! {
-                    match sgd {
-                        ::core::option::Option::None => ::chainrule::kernels::#params(
-                            #x, self.#dy.view(), self.#w.grad_mut(), self.#b.grad_mut(),
-                        ),
-                        ::core::option::Option::Some((lr, decay)) => ::chainrule::kernels::#update(
-                            #x, self.#dy.view(), self.#w.value_mut(), self.#b.value_mut(), lr,
-                            decay,
-                        ),
-                    }
-                });
-                (backward_math, body)
-            }
-            Kernels::Elementwise {
-                backward,
-                backward_math,
-                ..
-            } => {
-                let mode = modes[0]?;
-                let kernel = format_ident!("{backward}");
-                let dx = &dxs[0];
-                let mut body = quote! {
-                    ::chainrule::kernels::#kernel(
-                        self.#y.view(), self.#dy.view(), self.#dx.view_mut(), #mode,
-                    );
-                };
-                if self.gated_into_reader(node) {
-                    note.push_str(
-                        " With `sgd = Some(_)` the product after it has done this already.",
-                    );
-                    body = quote!(if sgd.is_none() { #body });
-                }
-                (backward_math, body)
-            }
-            Kernels::Merge {
-                backward,
-                backward_math,
-                ..
-            } => {
-                let (a, b) = (&xs[0], &xs[1]);
-                let mut body = TokenStream::new();
-                for ((kernel, mode), dx) in backward.iter().zip(&modes).zip(&dxs) {
-                    let Some(mode) = mode else { continue };
-                    let kernel = format_ident!("{kernel}");
-                    body.extend(quote! {
-                        ::chainrule::kernels::#kernel(
-                            #a, #b, self.#y.view(), self.#dy.view(),
-                            self.#dx.view_mut(), #mode,
-                        );
-                    });
-                }
-                if body.is_empty() {
-                    return None;
-                }
-                (backward_math, body)
-            }
-            Kernels::Concat {
-                backward,
-                backward_math,
-                ..
-            } => {
-                let kernel = format_ident!("{backward}");
-                let mut body = TokenStream::new();
-                let mut offset = 0;
-                for ((&v, mode), dx) in node.inputs.iter().zip(&modes).zip(&dxs) {
-                    let start = lit(offset);
-                    offset += self.net.values[v].width;
-                    let Some(mode) = mode else { continue };
-                    body.extend(quote! {
-                        ::chainrule::kernels::#kernel(self.#dy.view(), #start, self.#dx.view_mut(), #mode);
-                    });
-                }
-                if body.is_empty() {
-                    return None;
-                }
-                (backward_math, body)
-            }
-            Kernels::Loss { .. } | Kernels::Source => return None,
-        };
-        let accumulates = modes.iter().any(|mode| matches!(mode, Some(Mode::Add)));
-        let note = if accumulates {
-            format!(
-                "{note} Adds to gradients that other paths have set: the chain rule sums over paths."
-            )
-        } else {
-            note
-        };
-        Some((self.node_doc(node, math, &note), body))
+        note.push_str(own);
+        if modes.contains(&Some(GradMode::Add)) {
+            note.push_str(
+                " Adds to gradients that other paths have set: the chain rule sums over paths.",
+            );
+        }
+        note
     }
 
     /// `for_each_value`'s body: every value in topological order.
@@ -840,18 +536,22 @@ impl Generator<'_> {
             .chain(outputs)
             .filter(|&v| !self.is_loss_output(v))
             .map(|v| {
-                let name = self.value_name(v);
+                let name = self.display_name(v);
                 let op = match self.net.values[v].producer {
-                    None => format!("input({})", self.net.values[v].width),
+                    None => format!(
+                        "input({})",
+                        self.net.values[v]
+                            .shape
+                            .dims()
+                            .iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     Some(node) => self.net.nodes[node].layer.describe(),
                 };
-                let value = self.stored(v);
-                let grad = if self.has_grad(v) {
-                    let grad = self.grad(v);
-                    quote!(::core::option::Option::Some(self.#grad.view()))
-                } else {
-                    quote!(::core::option::Option::None)
-                };
+                let value = self.kept_view(v);
+                let grad = self.kept_grad(v);
                 quote! {
                     f(::chainrule::ValueRef { name: #name, op: #op, value: #value, grad: #grad });
                 }
@@ -859,20 +559,26 @@ impl Generator<'_> {
         quote!(#(#calls)*)
     }
 
+    /// A value's gradient as `for_each_value` shows it: `None` unless backward computes it and it
+    /// is still in its slot when the backward pass ends.
+    fn kept_grad(&self, value: usize) -> TokenStream {
+        if self.plan.grad_kept[value] {
+            let grad = self.grad_view(value);
+            quote!(::core::option::Option::Some(#grad))
+        } else {
+            quote!(::core::option::Option::None)
+        }
+    }
+
     /// `dot_with_values`'s body: `DOT`'s nodes, and each edge labelled with what flows along it.
     fn dot_with_values(&self) -> TokenStream {
         let (head, edges) = dot::parts(self.net);
         let edges = edges.iter().map(|&(from, to)| {
-            let value = self.stored(from);
-            let grad = if self.has_grad(from) {
-                let grad = self.grad(from);
-                quote!(::core::option::Option::Some(self.#grad.view()))
-            } else {
-                quote!(::core::option::Option::None)
-            };
+            let value = self.kept_view(from);
+            let grad = self.kept_grad(from);
             let line = format!("  v{from} -> {} [label=\"{{}}\"];\n", dot::node_id(to));
             quote! {
-                dot.push_str(&::std::format!(#line, ::chainrule::edge_label(#value, #grad)));
+                dot.push_str(&::std::format!(#line, ::chainrule::__private::edge_label(#value, #grad)));
             }
         });
         quote! {
@@ -883,16 +589,50 @@ impl Generator<'_> {
         }
     }
 
-    fn node_doc(&self, node: &CheckedNode, math: &str, note: &str) -> String {
-        let name = match self.net.values[node.output].name.as_deref() {
+    fn node_doc(&self, node: usize, math: &str, note: &str) -> String {
+        let this = &self.net.nodes[node];
+        let name = match self.net.values[this.output].name.as_deref() {
             Some(name) => format!("`{name}` = "),
             None => String::new(),
         };
         format!(
             " {name}`{}` = `{}`: {math}.{note}",
-            node.ident,
-            node.layer.describe()
+            this.ident,
+            this.layer.describe()
         )
+    }
+
+    /// A forward method's note on shapes: ` 784 → 50 features.`, ` 30×24×24 → 30×12×12.`
+    fn shapes_note(&self, node: usize) -> String {
+        let this = &self.net.nodes[node];
+        let shapes: Vec<&crate::shape::Shape> = this
+            .inputs
+            .iter()
+            .map(|&v| &self.net.values[v].shape)
+            .collect();
+        let output = &self.net.values[this.output].shape;
+        if output.rank() == 1 && shapes.iter().all(|shape| shape.rank() == 1) {
+            let widths: Vec<String> = shapes
+                .iter()
+                .map(|shape| shape.size().to_string())
+                .collect();
+            format!(" {} → {} features.", widths.join(" + "), output.size())
+        } else {
+            let shapes: Vec<String> = shapes.iter().map(ToString::to_string).collect();
+            format!(" {} → {output}.", shapes.join(" + "))
+        }
+    }
+
+    /// The forward and backward math of a node's op, for a note about a fusion.
+    fn math_of(&self, node: usize) -> (&'static str, &'static str) {
+        match self.net.nodes[node].op.kernels {
+            Kernels::Activation(kernels) => (kernels.forward_math, kernels.backward_math),
+            Kernels::Affine(kernels) => (kernels.forward_math, kernels.backward_math),
+            Kernels::Merge(kernels) => (kernels.forward_math, kernels.backward_math),
+            Kernels::Concat(kernels) => (kernels.forward_math, kernels.backward_math),
+            Kernels::Loss(kernels) => (kernels.math, kernels.math),
+            Kernels::Source => ("", ""),
+        }
     }
 
     /// Runs `generate` and says whether what it generated reads the batch.
@@ -903,7 +643,8 @@ impl Generator<'_> {
     }
 
     /// The extra parameter and argument of a method that reads the batch.
-    fn batch_param(&self, reads: bool, elem: &Ident) -> (TokenStream, TokenStream) {
+    fn batch_param(&self, reads: bool) -> (TokenStream, TokenStream) {
+        let elem = &self.net.elem;
         if reads {
             (
                 quote!(batch: ::chainrule::ndarray::ArrayView2<'_, #elem>),
@@ -914,26 +655,27 @@ impl Generator<'_> {
         }
     }
 
-    /// A view of a value for a pass: an input's columns of the `batch` parameter, or a buffer.
-    fn read(&self, value: usize) -> TokenStream {
+    /// A view of a value in the pass being generated: an input's columns of the `batch`
+    /// parameter, or the value's buffer.
+    fn pass_view(&self, value: usize) -> TokenStream {
         if self.net.values[value].producer.is_some() {
-            let buffer = self.value(value);
+            let buffer = self.value_field(value);
             return quote!(self.#buffer.view());
         }
         self.reads_batch.set(true);
         self.input_columns(value, quote!(batch))
     }
 
-    /// A view of a value as the network keeps it: an input's columns of the kept batch, or a
-    /// buffer.
-    fn stored(&self, value: usize) -> TokenStream {
+    /// A view of a value as the network keeps it between passes: an input's columns of the kept
+    /// batch, or the value's buffer.
+    fn kept_view(&self, value: usize) -> TokenStream {
         if self.net.values[value].producer.is_some() {
-            let buffer = self.value(value);
+            let buffer = self.value_field(value);
             return quote!(self.#buffer.view());
         }
         self.input_columns(
             value,
-            quote!(::chainrule::kept_input(&self.input, self.pass)),
+            quote!(::chainrule::__private::kept_input(&self.input, self.pass)),
         )
     }
 
@@ -945,101 +687,42 @@ impl Generator<'_> {
         }
         let mut start = 0;
         for input in inputs {
-            let width = self.net.values[input.value].width;
+            let width = self.net.values[input.value].shape.size();
             if input.value == value {
                 let (from, to) = (lit(start), lit(start + width));
                 return quote!(#batch.slice_move(::chainrule::ndarray::s![.., #from..#to]));
             }
             start += width;
         }
-        unreachable!("a value without a producer is an input")
+        quote!(#batch)
     }
 
-    /// The ReLU that an affine node's forward pass also computes: the one node reading the
-    /// affine's output, if that is a ReLU.
-    fn fused_relu(&self, node: &CheckedNode) -> Option<&CheckedNode<'_>> {
-        if !matches!(node.op.kernels, Kernels::Affine { .. }) {
-            return None;
-        }
-        let mut readers = self
+    /// Features per sample of the batch: every input's, side by side.
+    fn input_width(&self) -> Literal {
+        lit(self
             .net
-            .nodes
+            .inputs
             .iter()
-            .filter(|n| n.inputs.contains(&node.output));
-        match (readers.next(), readers.next()) {
-            (Some(reader), None) if reader.op.name == "relu" && reader.inputs.len() == 1 => {
-                Some(reader)
-            }
+            .map(|i| self.net.values[i.value].shape.size())
+            .sum())
+    }
+
+    /// The loss node and its kernels, if the network has one.
+    fn loss(&self) -> Option<(usize, &crate::ops::LossKernels)> {
+        let index = self.net.nodes.len().checked_sub(1)?;
+        match &self.net.nodes[index].op.kernels {
+            Kernels::Loss(kernels) => Some((index, kernels)),
             _ => None,
         }
     }
 
-    /// Whether this is a ReLU whose forward pass its producer's computes.
-    fn relu_fused_into_producer(&self, node: &CheckedNode) -> bool {
-        let producer = node
-            .inputs
-            .first()
-            .and_then(|&v| self.net.values[v].producer);
-        producer.is_some_and(|p| {
-            self.fused_relu(&self.net.nodes[p])
-                .is_some_and(|relu| relu.ident == node.ident)
-        })
-    }
-
-    /// The ReLU whose backward pass this affine node's input-gradient product does as well in
-    /// `sgd_step` (`dx = (dy·Wᵀ) ⊙ [y > 0]`): the ReLU producing the affine's input, when the
-    /// affine is the only reader of the ReLU's output and the ReLU the only reader of its input,
-    /// so that the ReLU's input gradient is set there and nowhere else.
-    fn gated_relu(&self, node: &CheckedNode) -> Option<&CheckedNode<'_>> {
-        if !matches!(node.op.kernels, Kernels::Affine { .. }) {
-            return None;
-        }
-        let &output = node.inputs.first()?;
-        let relu = &self.net.nodes[self.net.values[output].producer?];
-        let &input = relu.inputs.first()?;
-        let readers = |value: usize| {
-            self.net
-                .nodes
-                .iter()
-                .flat_map(|n| &n.inputs)
-                .filter(|&&v| v == value)
-                .count()
-        };
-        (relu.op.name == "relu"
-            && relu.inputs.len() == 1
-            && self.net.values[output].needs_grad
-            && self.net.values[input].needs_grad
-            && readers(output) == 1
-            && readers(input) == 1)
-            .then_some(relu)
-    }
-
-    /// Whether this is a ReLU whose backward pass the product after it does in `sgd_step`.
-    fn gated_into_reader(&self, node: &CheckedNode) -> bool {
-        node.op.name == "relu"
-            && self.net.nodes.iter().any(|n| {
-                self.gated_relu(n)
-                    .is_some_and(|relu| relu.ident == node.ident)
-            })
-    }
-
-    /// The loss node, if the network has one.
-    fn loss(&self) -> Option<&CheckedNode<'_>> {
-        self.net.nodes.last().filter(|node| node.op.is_loss())
-    }
-
     fn is_loss_output(&self, value: usize) -> bool {
-        self.loss().is_some_and(|loss| loss.output == value)
+        self.loss()
+            .is_some_and(|(node, _)| self.net.nodes[node].output == value)
     }
 
-    /// Whether a value has a gradient buffer: it needs a gradient, or it is the output (which
-    /// the loss or `backward_from` writes).
-    fn has_grad(&self, value: usize) -> bool {
-        self.net.values[value].needs_grad || value == self.net.output
-    }
-
-    /// The value's name for people: its name in the description, or its node's, or `input`.
-    fn value_name(&self, value: usize) -> String {
+    /// How people see a value's name: its name in the description, or its node's, or `input`.
+    fn display_name(&self, value: usize) -> String {
         let v = &self.net.values[value];
         match (&v.name, v.producer) {
             (Some(name), _) => name.clone(),
@@ -1048,8 +731,8 @@ impl Generator<'_> {
         }
     }
 
-    /// The buffer holding a value.
-    fn value(&self, value: usize) -> Ident {
+    /// The field holding a value: an input's name, or its node's output buffer.
+    fn value_field(&self, value: usize) -> Ident {
         let v = &self.net.values[value];
         match (v.producer, &v.name) {
             (None, None) => format_ident!("input"),
@@ -1058,18 +741,53 @@ impl Generator<'_> {
         }
     }
 
-    /// The buffer holding the gradient with respect to a value.
-    fn grad(&self, value: usize) -> Ident {
-        let v = &self.net.values[value];
-        match (v.producer, &v.name) {
-            (None, None) => format_ident!("input_grad"),
-            (None, Some(name)) => format_ident!("{}_in_grad", name),
-            (Some(node), _) => format_ident!("{}_dout", self.net.nodes[node].ident),
+    /// The field of a gradient slot: named after its gradient when it holds one (`affine0_dout`,
+    /// `x_in_grad`), `grads{k}` when several take turns in it.
+    fn slot_field(&self, slot: usize) -> Ident {
+        match self.plan.grad_slots[slot].values[..] {
+            [value] => {
+                let v = &self.net.values[value];
+                match (v.producer, &v.name) {
+                    (None, None) => format_ident!("input_grad"),
+                    (None, Some(name)) => format_ident!("{}_in_grad", name),
+                    (Some(node), _) => format_ident!("{}_dout", self.net.nodes[node].ident),
+                }
+            }
+            _ => format_ident!("grads{}", slot),
         }
     }
 
+    /// A view of the gradient with respect to a value, in its slot.
+    fn grad_view(&self, value: usize) -> TokenStream {
+        let (field, width) = self.grad_slot_of(value);
+        match width {
+            None => quote!(self.#field.view()),
+            Some(width) => quote!(::chainrule::__private::slot(&self.#field, #width)),
+        }
+    }
+
+    /// A mutable view of the gradient with respect to a value, in its slot.
+    fn grad_view_mut(&self, value: usize) -> TokenStream {
+        let (field, width) = self.grad_slot_of(value);
+        match width {
+            None => quote!(self.#field.view_mut()),
+            Some(width) => quote!(::chainrule::__private::slot_mut(&mut self.#field, #width)),
+        }
+    }
+
+    /// The field of a value's gradient slot, and the gradient's width when it is narrower than
+    /// the slot.
+    fn grad_slot_of(&self, value: usize) -> (Ident, Option<Literal>) {
+        let Some(slot) = self.plan.grad_slot[value] else {
+            return (format_ident!("no_gradient"), None);
+        };
+        let width = self.net.values[value].shape.size();
+        let narrower = width < self.plan.grad_slots[slot].width;
+        (self.slot_field(slot), narrower.then(|| lit(width)))
+    }
+
     /// How docs name a value.
-    fn value_doc(&self, value: usize) -> String {
+    fn doc_name(&self, value: usize) -> String {
         let v = &self.net.values[value];
         match (v.producer, &v.name) {
             (None, None) => "the network's input".to_owned(),
@@ -1078,6 +796,11 @@ impl Generator<'_> {
             (Some(node), None) => format!("`{}`'s output", self.net.nodes[node].ident),
         }
     }
+
+    /// The field of a node's parameter: `affine0_weight`.
+    fn param_field(&self, node: usize, param: &str) -> Ident {
+        format_ident!("{}_{}", self.net.nodes[node].ident, param)
+    }
 }
 
 /// An integer literal without a suffix, as a person would write it.
@@ -1085,6 +808,44 @@ fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
 }
 
-fn param_field(node: &CheckedNode, param: &str) -> Ident {
-    format_ident!("{}_{}", node.ident, param)
+#[cfg(test)]
+pub(crate) mod tests {
+    use proc_macro2::TokenStream;
+
+    /// The generated methods of one node (`forward_{ident}`, `backward_{ident}`), pretty-printed,
+    /// from the expression form of `body`.
+    pub fn methods(body: TokenStream, ident: &str) -> String {
+        let expansion = crate::expand(body);
+        let block: syn::Block = syn::parse2(quote::quote!({ #expansion })).expect("valid Rust");
+        let wanted = [format!("forward_{ident}"), format!("backward_{ident}")];
+        let mut found = Vec::new();
+        let mut pending: Vec<&syn::Stmt> = block.stmts.iter().collect();
+        while let Some(stmt) = pending.pop() {
+            match stmt {
+                syn::Stmt::Expr(syn::Expr::Block(inner), _) => {
+                    pending.extend(inner.block.stmts.iter());
+                }
+                syn::Stmt::Item(syn::Item::Impl(item)) if item.trait_.is_none() => {
+                    for item in &item.items {
+                        if let syn::ImplItem::Fn(method) = item
+                            && wanted.contains(&method.sig.ident.to_string())
+                        {
+                            found.push(method.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        found.sort_by_key(|method| !method.sig.ident.to_string().starts_with("forward"));
+        assert!(
+            !found.is_empty(),
+            "no methods of `{ident}` in:\n{expansion}"
+        );
+        let file: syn::File = syn::parse2(quote::quote! {
+            impl Network { #(#found)* }
+        })
+        .expect("valid Rust");
+        prettyplease::unparse(&file)
+    }
 }

@@ -82,6 +82,11 @@ impl<T: Element> Network for Toy<T> {
     const PARAMS: usize = 3;
     const PARAM_NAMES: &'static [&'static str] = &["w", "b"];
     const DOT: &'static str = "digraph Toy { x -> affine -> y }";
+    const PARAM_BYTES: usize = 3 * std::mem::size_of::<T>();
+    const ACTIVATION_BYTES_INFERENCE: usize = 3 * std::mem::size_of::<T>();
+    const ACTIVATION_BYTES_TRAINING: usize = 2 * std::mem::size_of::<T>();
+    const FLOPS_FORWARD: u64 = 5;
+    const FLOPS_TRAINING: u64 = 15;
 
     fn init(&mut self, how: Init, seed: u64) {
         let mut rng = init::rng(seed);

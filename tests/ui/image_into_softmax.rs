@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        input(3, 8, 8) -> softmax
+    }
+}
+
+fn main() {}

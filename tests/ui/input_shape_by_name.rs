@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        input(channels = 1, 28, 28) -> relu -> mse
+    }
+}
+
+fn main() {}
