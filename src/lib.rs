@@ -35,13 +35,20 @@
 //! - Expression form: `network!(LAYERS)` or `network!(f64: LAYERS)`: a value of an unnamed network
 //!   type, initialised as [`Default`] does (the book's normal, std 0.01, seed 0).
 //! - `LAYERS` is `layer -> layer -> ...`. Layers: `affine(in, out)`, `relu`, `sigmoid`, `tanh`,
-//!   and at the end at most one loss: `softmax_cross_entropy` (alias `softmax_with_loss`), which
-//!   takes class indices, or `mse`, which takes target values.
+//!   `leaky_relu(alpha = 0.01)`, `elu(alpha = 1.0)`, `softmax`, and at the end at most one loss:
+//!   `softmax_cross_entropy` (alias `softmax_with_loss`), which takes class indices, or `mse`,
+//!   which takes target values. Arguments go in order or by name (`leaky_relu(alpha = 0.1)`);
+//!   those with a default may be left out.
+//! - Values have a shape of rank 1 to 3 per sample, known at compile time: `input(784)` or
+//!   `input(1, 28, 28)` (channels × height × width, stored as rows of 784 values). A chain may
+//!   start from its input: `input(1, 28, 28) -> relu -> ...`.
 //! - Graphs: statements separated by `;`, each a chain that may be named (`h = x -> relu`) and may
 //!   start from a declared input (`x = input(784)`), a named value, or a merge of named values
 //!   (`add`, `sub`, `mul`, `div`, `concat`); the last statement is the output. `#[grad]` on an
 //!   input asks for its gradient. See the README for a residual block and the seed's shopping
 //!   bill.
+//! - `#[gradcheck]` on the item form generates a test of the network's gradients (in `f64`,
+//!   against central differences) in the crate that defines it.
 //!
 //! # Losses
 //!
@@ -50,6 +57,8 @@
 //! - `mse`: `L = (1/(2n)) Σ_i Σ_j (y_ij − t_ij)²`: half the squared distance of each sample (the
 //!   book's `mean_squared_error`), averaged over the batch. Its gradient is `(y − t) / n`.
 
+#[doc(hidden)]
+pub use chainrule_macro::__op_names;
 pub use chainrule_macro::network;
 pub use chainrule_runtime::*;
 /// The ndarray version chainrule's API uses.

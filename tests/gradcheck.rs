@@ -45,6 +45,32 @@ fn tanh_alone() {
 }
 
 #[test]
+fn leaky_relu_alone() {
+    // Xavier with a wide spread of inputs: both sides of 0 are reached.
+    let net = network!(f64: affine(3, 6) -> leaky_relu(0.1) -> mse);
+    check_mse("affine -> leaky_relu(0.1) -> mse", net, 5);
+}
+
+#[test]
+fn leaky_relu_default_alpha() {
+    let net = network!(f64: affine(3, 6) -> leaky_relu -> mse);
+    check_mse("affine -> leaky_relu -> mse", net, 5);
+}
+
+#[test]
+fn elu_alone() {
+    let net = network!(f64: affine(3, 6) -> elu(0.7) -> mse);
+    check_mse("affine -> elu(0.7) -> mse", net, 5);
+}
+
+#[test]
+fn softmax_alone() {
+    // Softmax as an output layer, under a loss that is not its own.
+    let net = network!(f64: affine(3, 4) -> softmax -> mse);
+    check_mse("affine -> softmax -> mse", net, 5);
+}
+
+#[test]
 fn softmax_cross_entropy_alone() {
     let net = network!(f64: affine(3, 4) -> softmax_cross_entropy);
     check_classes("affine -> softmax_ce", net, 5);
@@ -102,6 +128,60 @@ network! {
 #[test]
 fn stacked_sigmoids() {
     check_mse("3-4-4-2 sigmoid mse", Sigmoids::new(Init::Std(1.0), 9), 4);
+}
+
+network! {
+    /// Every new activation between parameters.
+    struct NewActivations: f64 {
+        affine(4, 6) -> leaky_relu(0.2) -> affine(6, 5) -> elu -> affine(5, 4) -> softmax
+            -> affine(4, 3) -> softmax_cross_entropy
+    }
+}
+
+#[test]
+fn new_activations_composed() {
+    check_classes(
+        "4-6-5-4-3 leaky elu softmax",
+        NewActivations::new(Init::Xavier, 12),
+        6,
+    );
+}
+
+// `#[gradcheck]`: the macro generates the test (`__gradcheck_Generated::gradients_match_...`).
+
+network! {
+    /// The book's net in `f32`; its twin in `f64` is checked.
+    #[gradcheck]
+    pub struct GeneratedBook {
+        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
+    }
+}
+
+network! {
+    #[gradcheck]
+    struct GeneratedGraph: f64 {
+        x = input(3);
+        h = x -> affine(3, 4) -> elu;
+        r = h -> affine(4, 4) -> tanh;
+        add(h, r) -> affine(4, 2) -> mse
+    }
+}
+
+#[test]
+fn generated_gradient_checks_compile_and_leave_the_network_as_written() {
+    // The attribute adds a test and nothing else: the network is still `f32`.
+    let mut net = GeneratedBook::default();
+    let x = chainrule::ndarray::Array2::<f32>::zeros((1, 784));
+    assert_eq!(net.forward(x.view()).unwrap().ncols(), 10);
+    assert_eq!(GeneratedGraph::INPUT, 3);
+}
+
+#[test]
+#[should_panic(expected = "backprop and central differences disagree")]
+fn the_generated_check_fails_on_a_wrong_gradient() {
+    chainrule::__private::generated_test_values(OffByOnePercent(
+        network!(f64: affine(2, 3) -> tanh -> mse),
+    ));
 }
 
 /// A network whose backward is wrong by 1%: the checker must notice.

@@ -569,3 +569,76 @@ fn train_step_fuses_sgd_and_steps_the_others_after_the_gradient() {
         .unwrap();
     assert_eq!(net.affine0_weight.grad(), before);
 }
+
+// The plan's consts: bytes and floating-point operations per sample, derived by hand.
+
+network! {
+    struct BookCosts {
+        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
+    }
+}
+
+network! {
+    /// The main job's deep net.
+    struct DeepCosts {
+        affine(784, 256) -> relu -> affine(256, 256) -> relu -> affine(256, 256) -> relu
+            -> affine(256, 10) -> softmax_cross_entropy
+    }
+}
+
+#[test]
+fn cost_consts_of_the_book_net() {
+    assert_eq!(BookCosts::PARAM_BYTES, 4 * BookCosts::PARAMS);
+    assert_eq!(BookCosts::PARAMS, 784 * 50 + 50 + 50 * 10 + 10);
+    // A forward pass keeps affine0 (50), relu0 (50), affine1 (10) and the batch (784).
+    assert_eq!(BookCosts::ACTIVATION_BYTES_INFERENCE, 4 * (110 + 784));
+    // Training adds the gradients of affine1's, relu0's and affine0's outputs: all three are
+    // alive at once in the backward pass (affine1's is the output's, which is kept), so no two
+    // share storage.
+    assert_eq!(
+        BookCosts::ACTIVATION_BYTES_TRAINING,
+        4 * (110 + 10 + 50 + 50)
+    );
+    // Each affine: 2·in·out for the product, out for the bias; relu: one per value.
+    let forward = (2 * 784 * 50 + 50) + 50 + (2 * 50 * 10 + 10);
+    assert_eq!(BookCosts::FLOPS_FORWARD, forward);
+    // Then the loss (4 per score) and its gradient (2 per score), affine1's input gradient (a
+    // product) and parameter gradients (a product and the bias sums), relu's input gradient,
+    // and affine0's parameter gradients; nothing needs the input's gradient.
+    let backward = 4 * 10 + 2 * 10 + (2 * 50 * 10) + (2 * 50 * 10 + 10) + 50 + (2 * 784 * 50 + 50);
+    assert_eq!(BookCosts::FLOPS_TRAINING, forward + backward);
+}
+
+#[test]
+fn gradients_whose_lifetimes_do_not_overlap_share_storage() {
+    // Seven values: six of 256 features and the 10 scores.
+    let values = 6 * 256 + 10;
+    assert_eq!(DeepCosts::ACTIVATION_BYTES_INFERENCE, 4 * (values + 784));
+    // The backward pass: the scores' gradient is kept; then relu2's and affine2's are alive
+    // together (in sgd_step affine3's product writes affine2's through relu2's mask), relu1's
+    // takes relu2's storage, affine1's a new one, relu0's relu1's and affine0's affine2's: four
+    // buffers of 10, 256, 256 and 256 instead of seven.
+    assert_eq!(
+        DeepCosts::ACTIVATION_BYTES_TRAINING,
+        4 * (values + 10 + 3 * 256)
+    );
+    let affine = |i: u64, o: u64| 2 * i * o + o;
+    let forward = affine(784, 256) + 2 * affine(256, 256) + affine(256, 10) + 3 * 256;
+    assert_eq!(DeepCosts::FLOPS_FORWARD, forward);
+    // Every affine's parameter gradients, all but the first's input gradient, relu's, the loss.
+    let backward = (affine(784, 256) + 2 * affine(256, 256) + affine(256, 10))
+        + (2 * 2 * 256 * 256 + 2 * 256 * 10)
+        + 3 * 256
+        + (4 + 2) * 10;
+    assert_eq!(DeepCosts::FLOPS_TRAINING, forward + backward);
+    assert_eq!(DeepCosts::PARAM_BYTES, 4 * DeepCosts::PARAMS);
+    println!(
+        "deep net: {} parameter bytes, {} / {} activation bytes per sample (inference / \
+         training), {} / {} FLOPs per sample (forward / training)",
+        DeepCosts::PARAM_BYTES,
+        DeepCosts::ACTIVATION_BYTES_INFERENCE,
+        DeepCosts::ACTIVATION_BYTES_TRAINING,
+        DeepCosts::FLOPS_FORWARD,
+        DeepCosts::FLOPS_TRAINING
+    );
+}

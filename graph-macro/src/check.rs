@@ -359,6 +359,19 @@ pub fn check<'a>(
         });
     }
 
+    if let Form::Item {
+        gradcheck: Some(attr),
+        ..
+    } = &def.form
+        && loss.is_none()
+        && graph.output.is_some()
+    {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            "`#[gradcheck]` checks the gradients of a loss: end the network in \
+             `softmax_cross_entropy` or `mse`",
+        ));
+    }
     if !errors.is_empty() {
         return None;
     }

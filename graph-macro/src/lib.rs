@@ -27,6 +27,15 @@ pub fn network(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     expand(input.into()).into()
 }
 
+/// Every op name of the language, as `&[&str]` in the table's order: for the tests that check
+/// each op is covered (the differential test's reference evaluator). Not part of the API.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __op_names(_: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let names = ops::OPS.iter().map(|op| op.name);
+    quote::quote!(&[#(#names),*]).into()
+}
+
 /// The whole pipeline on token streams: what the macro does, callable without a compiler session
 /// (the expansion snapshots use it).
 fn expand(input: TokenStream) -> TokenStream {

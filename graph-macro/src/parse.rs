@@ -57,9 +57,14 @@ pub struct Statement {
 pub enum Form {
     /// `#[attrs] vis struct Name: elem { chain }`: defines a struct.
     Item {
+        /// The attributes passed on to the struct (doc comments among them).
         attrs: Vec<Attribute>,
         vis: Visibility,
         ident: Ident,
+        /// `#[gradcheck]`, if written: generate a test that checks the network's gradients.
+        gradcheck: Option<Box<Attribute>>,
+        /// The description between the braces, as written (for the gradient check's twin).
+        body: TokenStream,
     },
     /// `network!(chain)`: evaluates to a network value.
     Expr,
@@ -134,7 +139,25 @@ impl Parse for NetworkDef {
 }
 
 fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
-    let attrs = input.call(Attribute::parse_outer)?;
+    let mut attrs = input.call(Attribute::parse_outer)?;
+    let gradcheck = attrs
+        .iter()
+        .position(|attr| attr.path().is_ident("gradcheck"))
+        .map(|index| Box::new(attrs.remove(index)));
+    if let Some(again) = attrs.iter().find(|attr| attr.path().is_ident("gradcheck")) {
+        return Err(syn::Error::new_spanned(
+            again,
+            "`#[gradcheck]` is written twice",
+        ));
+    }
+    if let Some(attr) = &gradcheck
+        && !matches!(attr.meta, syn::Meta::Path(_))
+    {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "`#[gradcheck]` takes no arguments",
+        ));
+    }
     let vis: Visibility = input.parse()?;
     if !input.peek(Token![struct]) {
         return Err(expected(
@@ -172,6 +195,7 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
     }
     let body;
     let braces = braced!(body in input);
+    let tokens: TokenStream = body.fork().parse()?;
     let (body, skipped, errors) = parse_body(&body, braces.span.join(), Some(&ident))?;
     if !input.is_empty() {
         return Err(input.error(format!(
@@ -180,7 +204,13 @@ fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
         )));
     }
     Ok(NetworkDef {
-        form: Form::Item { attrs, vis, ident },
+        form: Form::Item {
+            attrs,
+            vis,
+            ident,
+            gradcheck,
+            body: tokens,
+        },
         elem,
         body,
         skipped,

@@ -284,6 +284,14 @@ const BAD_ITEMS: &[&str] = &[
     "struct X { { affine(2, 3) } }",
     "struct X { ( affine(2, 3) ) }",
     "struct X { affine(2, 3) -> { relu } }",
+    "#[gradcheck] struct X { affine(2, 3) }",
+    "#[gradcheck] struct X { x = input(2); x -> relu }",
+    "#[gradcheck(all)] struct X { affine(2, 3) -> mse }",
+    "#[gradcheck = 1] struct X { affine(2, 3) -> mse }",
+    "#[gradcheck] #[gradcheck] struct X { affine(2, 3) -> mse }",
+    "#[gradcheck] struct X { affine(2, 3) -> rleu -> mse }",
+    "#[gradcheck]",
+    "#[gradcheck] struct X {}",
 ];
 
 #[test]
@@ -332,6 +340,12 @@ fn valid_inputs_expand_to_valid_rust() {
         "affine(in = 2, out = 3) -> mse",
         "affine(2, out = 3) -> softmax -> mse",
     ];
+    for item in [
+        "#[gradcheck] struct X { affine(2, 3) -> mse }",
+        "/// Doc.\n#[gradcheck] pub struct X: f64 { x = input(2); x -> affine(2, 2) -> softmax_cross_entropy }",
+    ] {
+        assert!(matches!(outcome(tokens(item)), Outcome::Code), "expected code for: {item}");
+    }
     for chain in chains {
         for input in both_forms(chain) {
             let shown = input.to_string();

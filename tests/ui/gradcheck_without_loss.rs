@@ -1,0 +1,10 @@
+use chainrule::network;
+
+network! {
+    #[gradcheck]
+    struct Net {
+        affine(784, 10) -> softmax
+    }
+}
+
+fn main() {}
