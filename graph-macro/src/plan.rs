@@ -9,6 +9,9 @@
 //! lifetimes do not overlap share one buffer. The gradients of the output, of the inputs and of
 //! every value the description names are kept to the end, for people to read.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
 use crate::check::Checked;
 use crate::errors::Errors;
 use crate::ops::{AffineKernels, Cost, CostIn, Epilogue, Kernels};
@@ -112,13 +115,13 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
     // `backward_from` writes).
     let has_grad =
         |value: usize| (needs_grad[value] || value == net.output) && !is_loss_output(value);
-    let readers = |value: usize| {
-        net.nodes
-            .iter()
-            .flat_map(|node| &node.inputs)
-            .filter(|&&v| v == value)
-            .count()
-    };
+    // The nodes reading each value, once per argument that reads it.
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); values];
+    for (index, node) in net.nodes.iter().enumerate() {
+        for &v in &node.inputs {
+            readers[v].push(index);
+        }
+    }
 
     let mut nodes: Vec<NodePlan> = net.nodes.iter().map(|_| NodePlan::default()).collect();
 
@@ -127,11 +130,7 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
         let Kernels::Affine(AffineKernels { epilogues, .. }) = node.op.kernels else {
             continue;
         };
-        let mut reading: Vec<usize> = (0..net.nodes.len())
-            .filter(|&n| net.nodes[n].inputs.contains(&node.output))
-            .collect();
-        reading.dedup();
-        let [reader] = reading[..] else {
+        let [reader] = readers[node.output][..] else {
             continue;
         };
         let activation = &net.nodes[reader];
@@ -173,8 +172,8 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
             && activation.inputs.len() == 1
             && needs_grad[output]
             && needs_grad[input]
-            && readers(output) == 1
-            && readers(input) == 1
+            && readers[output].len() == 1
+            && readers[input].len() == 1
         {
             nodes[index].gate = Some(Fused {
                 node: activation_index,
@@ -262,31 +261,40 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
     let mut order: Vec<usize> = (0..values).filter(|&v| has_grad(v)).collect();
     order.sort_by_key(|&v| (born[v], v));
     let mut grad_slots: Vec<GradSlot> = Vec::new();
-    let mut slot_free_after: Vec<usize> = Vec::new();
     let mut grad_slot = vec![None; values];
+    // Slots in use, by the step after which they are free; free slots by width.
+    let mut busy: BinaryHeap<Reverse<(usize, usize)>> = BinaryHeap::new();
+    let mut free: BTreeSet<(usize, usize)> = BTreeSet::new();
     for v in order {
+        while let Some(&Reverse((free_after, slot))) = busy.peek() {
+            if free_after >= born[v] {
+                break;
+            }
+            busy.pop();
+            free.insert((grad_slots[slot].width, slot));
+        }
         let width = net.values[v].shape.size();
-        // The free slot closest in size, preferring one that is wide enough already.
-        let free = (0..grad_slots.len())
-            .filter(|&s| slot_free_after[s] < born[v])
-            .min_by_key(|&s| {
-                let slot = grad_slots[s].width;
-                (slot < width, slot.abs_diff(width), s)
-            });
-        let slot = match free {
-            Some(slot) => slot,
+        // The narrowest free slot that is wide enough, or else the widest one (which grows).
+        let fits = free.range((width, 0)..).next().copied();
+        let widest = free
+            .last()
+            .and_then(|&(widest, _)| free.range((widest, 0)..).next().copied());
+        let slot = match fits.or(widest) {
+            Some(key) => {
+                free.remove(&key);
+                key.1
+            }
             None => {
                 grad_slots.push(GradSlot {
                     width: 0,
                     values: Vec::new(),
                 });
-                slot_free_after.push(0);
                 grad_slots.len() - 1
             }
         };
         grad_slots[slot].width = grad_slots[slot].width.max(width);
         grad_slots[slot].values.push(v);
-        slot_free_after[slot] = dies(v);
+        busy.push(Reverse((dies(v), slot)));
         grad_slot[v] = Some(slot);
     }
     let mut grad_kept = vec![false; values];

@@ -344,7 +344,10 @@ fn valid_inputs_expand_to_valid_rust() {
         "#[gradcheck] struct X { affine(2, 3) -> mse }",
         "/// Doc.\n#[gradcheck] pub struct X: f64 { x = input(2); x -> affine(2, 2) -> softmax_cross_entropy }",
     ] {
-        assert!(matches!(outcome(tokens(item)), Outcome::Code), "expected code for: {item}");
+        assert!(
+            matches!(outcome(tokens(item)), Outcome::Code),
+            "expected code for: {item}"
+        );
     }
     for chain in chains {
         for input in both_forms(chain) {
