@@ -126,3 +126,16 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::methods;
+
+    #[test]
+    fn the_loss_writes_its_input_gradient_as_it_computes_the_loss() {
+        insta::assert_snapshot!(methods(
+            quote::quote!(affine(3, 4) -> softmax_cross_entropy),
+            "softmax_cross_entropy0"
+        ));
+    }
+}

@@ -854,12 +854,16 @@ fn lit(n: usize) -> Literal {
 pub(crate) mod tests {
     use proc_macro2::TokenStream;
 
-    /// The generated methods of one node (`forward_{ident}`, `backward_{ident}`), pretty-printed,
-    /// from the expression form of `body`.
+    /// The generated methods of one node (`forward_{ident}`, `backward_{ident}`, `loss_{ident}`),
+    /// pretty-printed, from the expression form of `body`.
     pub fn methods(body: TokenStream, ident: &str) -> String {
         let expansion = crate::expand(body);
         let block: syn::Block = syn::parse2(quote::quote!({ #expansion })).expect("valid Rust");
-        let wanted = [format!("forward_{ident}"), format!("backward_{ident}")];
+        let wanted = [
+            format!("forward_{ident}"),
+            format!("backward_{ident}"),
+            format!("loss_{ident}"),
+        ];
         let mut found = Vec::new();
         let mut pending: Vec<&syn::Stmt> = block.stmts.iter().collect();
         while let Some(stmt) = pending.pop() {
