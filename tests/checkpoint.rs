@@ -153,3 +153,58 @@ fn save_errors_name_the_path() {
     assert!(message.starts_with("cannot write"), "{message}");
     assert!(message.contains("no/such/dir"), "{message}");
 }
+
+network! {
+    /// `Book`'s shapes, with another activation: a different network.
+    struct BookSigmoid { affine(6, 5) -> sigmoid -> affine(5, 3) -> softmax_cross_entropy }
+}
+
+#[test]
+fn a_file_from_a_network_of_other_structure_does_not_load_even_where_shapes_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book.safetensors");
+    checkpoint::save(&Book::new(Init::He, 1), &book).unwrap();
+    load_fails::<BookSigmoid, f32>(
+        &book,
+        &[
+            "book.safetensors",
+            "saved by Book",
+            "not BookSigmoid's",
+            "relu(v1)",
+            "sigmoid(v1)",
+        ],
+    );
+    // The same structure under another name loads.
+    network! {
+        struct Renamed { affine(in = 6, out = 5) -> relu -> affine(5, 3) -> softmax_cross_entropy }
+    }
+    assert_eq!(Renamed::TOPOLOGY, Book::TOPOLOGY);
+    checkpoint::load(&mut Renamed::default(), &book).unwrap();
+}
+
+#[test]
+fn the_same_parameters_give_the_same_bytes_and_a_stale_partial_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Book::new(Init::He, 1);
+    let (first, second) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    // A save killed before its rename left a partial file behind.
+    let partial = dir.path().join("b.safetensors.partial");
+    std::fs::write(&partial, b"half a checkpoint").unwrap();
+    checkpoint::save(&net, &first).unwrap();
+    checkpoint::save(&net, &second).unwrap();
+    assert!(!partial.exists(), "the stale partial file is gone");
+    let bytes = std::fs::read(&first).unwrap();
+    assert_eq!(bytes, std::fs::read(&second).unwrap());
+    // The metadata in a fixed order, first in the header.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    let expected = format!(
+        r#"{{"__metadata__":{{"format":"chainrule","network":"Book","topology":"{}"}},"#,
+        Book::TOPOLOGY
+    );
+    assert!(header.starts_with(&expected), "{header}");
+    assert_eq!(header_len % 8, 0, "the data starts 8-byte aligned");
+}

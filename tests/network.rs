@@ -642,3 +642,61 @@ fn gradients_whose_lifetimes_do_not_overlap_share_storage() {
         DeepCosts::FLOPS_TRAINING
     );
 }
+
+// Not-a-number: never silently turned into a number.
+
+#[test]
+fn a_nan_in_the_input_stays_a_nan_and_has_no_class() {
+    let mut net = BookCosts::new(Init::He, 3);
+    let mut x = chainrule::ndarray::Array2::<f32>::from_elem((3, 784), 0.5);
+    x[[1, 100]] = f32::NAN;
+    let scores = net.forward(x.view()).unwrap().to_owned();
+    assert!(scores.row(0).iter().all(|v| v.is_finite()));
+    assert!(
+        scores.row(1).iter().all(|v| v.is_nan()),
+        "the ReLU passes the NaN on: {:?}",
+        scores.row(1)
+    );
+    let message = net.predict(x.view()).unwrap_err().to_string();
+    assert!(message.contains("sample 1 hold NaN"), "{message}");
+    // One sample at a time (the one-row kernels), in every precision.
+    for precision in [
+        WeightPrecision::Full,
+        WeightPrecision::Half,
+        WeightPrecision::BFloat16,
+    ] {
+        if net.set_one_sample_weights(precision).is_err() {
+            continue;
+        }
+        let one = net
+            .forward(x.slice(chainrule::ndarray::s![1..2, ..]))
+            .unwrap();
+        assert!(one.iter().all(|v| v.is_nan()), "{precision}: {one:?}");
+    }
+    net.set_one_sample_weights(WeightPrecision::Full).unwrap();
+    // Accuracy counts the sample as wrong, and the loss is NaN.
+    let labels = [0usize, 0, 0];
+    let clean = net
+        .accuracy(x.slice(chainrule::ndarray::s![0..1, ..]), &labels[..1])
+        .unwrap();
+    let with_nan = net.accuracy(x.view(), &labels).unwrap();
+    assert!(
+        with_nan <= (2.0 * clean) / 3.0 + 1e-9,
+        "{with_nan} vs {clean}"
+    );
+    assert!(net.loss(x.view(), &labels).unwrap().is_nan());
+}
+
+#[test]
+fn check_finite_names_the_first_parameter_that_went_bad() {
+    let mut net = BookCosts::new(Init::He, 3);
+    net.check_finite().unwrap();
+    net.affine1_weight.value_mut()[[4, 2]] = f32::INFINITY;
+    net.affine1_bias.value_mut()[7] = f32::NAN;
+    let message = net.check_finite().unwrap_err().to_string();
+    assert!(
+        message.contains("affine1.weight holds inf (element 42)"),
+        "{message}"
+    );
+    assert!(message.contains("smaller learning rate"), "{message}");
+}

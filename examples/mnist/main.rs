@@ -240,6 +240,18 @@ where
         while let Some((x, t)) = batches.next_batch() {
             // Plain SGD fuses its update into the backward pass; the others step after it.
             let loss = optim.train_step(&mut net, x, t)?;
+            if !loss.is_finite() {
+                // Diverged: stop here, save nothing (a checkpoint already at --save stays).
+                bar.finish_and_clear();
+                let lr = optim.lr();
+                return Err(format!(
+                    "step {} (epoch {epoch}): the loss is {loss} at learning rate {lr}: training \
+                     has diverged; try a smaller --lr, such as {}",
+                    done + 1,
+                    lr / 10.0
+                )
+                .into());
+            }
             loss_sum += f64::from(loss) * t.len() as f64;
             correct += Target::<f32>::correct(&t, net.output());
             seen += t.len();
@@ -293,6 +305,8 @@ where
     net.set_one_sample_weights(WeightPrecision::Full)?;
     println!("{line}");
     if let Some(path) = &args.save {
+        // Never a checkpoint of non-finite parameters.
+        net.check_finite()?;
         checkpoint::save(&net, path)?;
         println!("saved parameters to {}", path.display());
     }

@@ -1,9 +1,11 @@
-//! The checked graph in Graphviz's DOT language: op names and shapes, for the `DOT` constant and
-//! the edges that `dot_with_values` labels with what flows along them.
+//! The checked graph as text: in Graphviz's DOT language (op names and shapes, for the `DOT`
+//! constant and the edges that `dot_with_values` labels with what flows along them), and as the
+//! canonical one-line `TOPOLOGY` that checkpoints record.
 
 use std::fmt::Write;
 
 use crate::check::Checked;
+use crate::ops::ArgValue;
 
 /// The whole graph, each edge labelled with its shape (`n × 784`, `n × 1×28×28`).
 pub fn render(net: &Checked) -> String {
@@ -76,4 +78,46 @@ pub fn parts(net: &Checked) -> (String, Vec<(usize, usize)>) {
 
 fn escape(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The network's structure in one line, the same for every way of writing the same network:
+/// every value in order, named by its node, with its op's arguments in full (defaults too) and
+/// its inputs: `v0 = input(784); v1 = affine(in = 784, out = 50)(v0); v2 = relu(v1); ...`.
+pub fn topology(net: &Checked) -> String {
+    let mut parts = Vec::with_capacity(net.inputs.len() + net.nodes.len());
+    for input in &net.inputs {
+        let dims: Vec<String> = net.values[input.value]
+            .shape
+            .dims()
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        parts.push(format!("v{} = input({})", input.value, dims.join(", ")));
+    }
+    for node in &net.nodes {
+        let args: Vec<String> = node
+            .op
+            .args
+            .iter()
+            .zip(&node.args.0)
+            .map(|(spec, value)| match value {
+                ArgValue::Whole(value) => format!("{} = {value}", spec.name),
+                ArgValue::Real(value) => format!("{} = {value:?}", spec.name),
+                ArgValue::Dims(dims) => format!("{} = {dims:?}", spec.name),
+            })
+            .collect();
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!("({})", args.join(", "))
+        };
+        let inputs: Vec<String> = node.inputs.iter().map(|v| format!("v{v}")).collect();
+        parts.push(format!(
+            "v{} = {}{args}({})",
+            node.output,
+            node.op.name,
+            inputs.join(", ")
+        ));
+    }
+    parts.join("; ")
 }

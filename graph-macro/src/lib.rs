@@ -40,6 +40,16 @@ pub fn __op_names(_: proc_macro::TokenStream) -> proc_macro::TokenStream {
 /// (the expansion snapshots use it).
 fn expand(input: TokenStream) -> TokenStream {
     let expression = !looks_like_item(&input);
+    if let Some(span) = nested_too_deep(&input) {
+        let error = syn::Error::new(
+            span,
+            format!(
+                "brackets nested more than {MAX_DEPTH} deep: `network!` reads at most \
+                 {MAX_DEPTH} levels (a network needs a handful)"
+            ),
+        );
+        return error.to_compile_error();
+    }
     match pipeline(input) {
         Ok(tokens) => tokens,
         // In expression position several `compile_error!`s need a block around them. A single
@@ -75,6 +85,27 @@ fn pipeline(input: TokenStream) -> syn::Result<TokenStream> {
         ));
     };
     Ok(expand::expand(&def, &checked, &plan))
+}
+
+/// The deepest nesting of brackets the macro reads. syn's parser recurses into every group, so an
+/// input nested deeper than the compiler's stack allows would crash the compiler; no network
+/// needs more than a few levels.
+const MAX_DEPTH: usize = 64;
+
+/// The span of a group nested deeper than [`MAX_DEPTH`], if there is one; found without recursion.
+fn nested_too_deep(input: &TokenStream) -> Option<proc_macro2::Span> {
+    let mut pending = vec![(input.clone(), 0)];
+    while let Some((stream, depth)) = pending.pop() {
+        for tree in stream {
+            if let proc_macro2::TokenTree::Group(group) = tree {
+                if depth == MAX_DEPTH {
+                    return Some(group.span());
+                }
+                pending.push((group.stream(), depth + 1));
+            }
+        }
+    }
+    None
 }
 
 /// Whether the input starts like the item form (`#[...]`, `pub`, `struct`).

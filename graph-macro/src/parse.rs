@@ -139,7 +139,7 @@ impl Parse for NetworkDef {
 }
 
 fn parse_item(input: ParseStream) -> syn::Result<NetworkDef> {
-    let mut attrs = input.call(Attribute::parse_outer)?;
+    let mut attrs = input.call(attributes)?;
     let gradcheck = attrs
         .iter()
         .position(|attr| attr.path().is_ident("gradcheck"))
@@ -286,7 +286,7 @@ fn parse_body(
 /// The keyword a statement starts with (after its attributes), and whether `=` follows it.
 fn leading_keyword(input: ParseStream) -> Option<(String, bool)> {
     let fork = input.fork();
-    fork.call(Attribute::parse_outer).ok()?;
+    fork.call(attributes).ok()?;
     if fork.peek(Ident) || !fork.peek(Ident::peek_any) {
         return None;
     }
@@ -343,7 +343,7 @@ fn skip_statement(input: ParseStream, skipped: &mut Skipped) {
 /// `statement := attribute* (IDENT =)? chain`, up to its `;` or the end of `input`.
 fn parse_statement(input: ParseStream, item: Option<&Ident>) -> syn::Result<Statement> {
     {
-        let attrs = input.call(Attribute::parse_outer)?;
+        let attrs = input.call(attributes)?;
         if !input.peek(Ident) && input.peek(Ident::peek_any) && input.peek2(Token![=]) {
             let keyword = input.call(Ident::parse_any)?;
             return Err(syn::Error::new_spanned(
@@ -411,6 +411,16 @@ impl Parse for Layer {
         let args = if input.peek(token::Paren) {
             let inner;
             let paren = parenthesized!(inner in input);
+            let arguments: TokenStream = inner.fork().parse()?;
+            if too_long(arguments) {
+                return Err(syn::Error::new(
+                    paren.span.join(),
+                    format!(
+                        "the arguments of `{name}` run to more than {MAX_TOKENS} tokens; a layer's \
+                         arguments are numbers, names of values, and `name = number`"
+                    ),
+                ));
+            }
             let args = Punctuated::parse_terminated(&inner).map_err(|error| {
                 syn::Error::new(
                     error.span(),
@@ -492,6 +502,53 @@ fn missing_arrow(
         "unexpected {} after `{previous_text}`: layers are joined with `->`",
         next_token(input)
     ))
+}
+
+/// The most tokens (counting those inside brackets) that the arguments of one layer, or one
+/// attribute, may have. Far more than any real layer needs; it bounds how deep syn's parser, which
+/// recurses into nested expressions, can go, so that no input overflows the stack.
+const MAX_TOKENS: usize = 256;
+
+/// Whether `stream` has more than [`MAX_TOKENS`] tokens, counted without recursion.
+fn too_long(stream: TokenStream) -> bool {
+    let mut count = 0;
+    let mut pending = vec![stream];
+    while let Some(stream) = pending.pop() {
+        for tree in stream {
+            count += 1;
+            if count > MAX_TOKENS {
+                return true;
+            }
+            if let proc_macro2::TokenTree::Group(group) = tree {
+                pending.push(group.stream());
+            }
+        }
+    }
+    false
+}
+
+/// `#[...]*`, each attribute's tokens checked against [`MAX_TOKENS`] before syn parses it.
+fn attributes(input: ParseStream) -> syn::Result<Vec<Attribute>> {
+    let mut cursor = input.cursor();
+    while let Some((punct, rest)) = cursor.punct()
+        && punct.as_char() == '#'
+    {
+        let rest = rest
+            .punct()
+            .filter(|(bang, _)| bang.as_char() == '!')
+            .map_or(rest, |(_, rest)| rest);
+        let Some((proc_macro2::TokenTree::Group(group), after)) = rest.token_tree() else {
+            break;
+        };
+        if too_long(group.stream()) {
+            return Err(syn::Error::new(
+                group.span(),
+                format!("this attribute runs to more than {MAX_TOKENS} tokens"),
+            ));
+        }
+        cursor = after;
+    }
+    input.call(Attribute::parse_outer)
 }
 
 /// An error at the next token: `message` and what was found instead. At the end of the input syn

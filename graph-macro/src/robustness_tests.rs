@@ -419,6 +419,80 @@ fn deep_nesting_gives_errors() {
     }
 }
 
+/// The messages of an expansion that must be errors, without printing its input (the token
+/// printer recurses into groups).
+fn quiet_errors(input: TokenStream) -> Vec<String> {
+    let output = catch_unwind(AssertUnwindSafe(|| crate::expand(input)))
+        .unwrap_or_else(|_| panic!("network! panicked on a huge input"));
+    only_compile_errors(&output).expect("only errors for a huge input")
+}
+
+#[test]
+fn no_input_overflows_the_stack() {
+    let nested = |depth: usize, inner: TokenStream| {
+        let mut stream = inner;
+        for _ in 0..depth {
+            stream = TokenTree::Group(Group::new(Delimiter::Parenthesis, stream)).into();
+        }
+        stream
+    };
+    // 100,000 nested groups in a layer's arguments, as a statement, in an attribute, and
+    // layers nested as arguments; 100,000 prefix operators and keywords, which syn's parser
+    // recurses into without brackets.
+    let deep = nested(100_000, quote!(2));
+    let mut layers = quote!(2);
+    for _ in 0..30_000 {
+        layers = quote!(affine(2, #layers));
+    }
+    let minus: TokenStream = std::iter::repeat_n(quote!(-), 100_000).flatten().collect();
+    let returns: TokenStream = std::iter::repeat_n(quote!(return), 100_000)
+        .flatten()
+        .collect();
+    for (what, input) in [
+        ("arguments", quote!(affine(#deep, 3) -> mse)),
+        ("a statement", quote!(struct N { x = input(4); #deep })),
+        (
+            "an attribute",
+            quote!(#[doc = #deep] struct N { affine(2, 3) -> mse }),
+        ),
+        (
+            "a statement's attribute",
+            quote!(struct N { #[doc = #deep] x = input(2); x -> mse }),
+        ),
+        ("layers in arguments", quote!(relu -> #layers)),
+        ("prefix operators", quote!(affine(#minus 1, 3) -> mse)),
+        ("keywords", quote!(affine(#returns 1, 3) -> mse)),
+        (
+            "prefix operators in an attribute",
+            quote!(#[doc = #minus 1] struct N { affine(2, 3) -> mse }),
+        ),
+    ] {
+        let messages = quiet_errors(input);
+        assert!(!messages.is_empty(), "{what}: no message");
+        println!("{what}: {}", messages[0]);
+        assert!(
+            messages.iter().all(|m| m.len() < 1000),
+            "{what}: a message repeats the input: {}",
+            &messages[0][..200]
+        );
+    }
+}
+
+#[test]
+fn a_chain_of_100_000_layers_is_checked() {
+    // Too long to expand in a test; with a mistake at its end every stage but expand runs.
+    let chain: TokenStream = std::iter::once(quote!(affine(8, 8)))
+        .chain(std::iter::repeat_n(quote!(-> relu -> affine(8, 8)), 50_000))
+        .chain(std::iter::once(quote!(-> affine(9, 1))))
+        .flatten()
+        .collect();
+    let messages = quiet_errors(chain);
+    assert_eq!(
+        messages,
+        ["affine(9, 1) takes 9 features, but affine(8, 8) produces 8"]
+    );
+}
+
 #[test]
 fn invisible_groups_are_seen_through() {
     // What `macro_rules!` passes on for `$n:expr`: the literal in a group without delimiters.

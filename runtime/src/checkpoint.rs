@@ -1,12 +1,13 @@
 //! Checkpoints: a network's parameters in the safetensors format, named after the layers
 //! (`affine0.weight`, ...), so that Python's `safetensors` and numpy can read them.
 //!
-//! Saving is atomic: the file is written beside its destination under a temporary name, flushed,
-//! then renamed over it, so a crash never leaves half a checkpoint. Loading checks every name,
-//! shape and dtype before it changes anything: a mismatch is an `Err` and the network keeps its
-//! parameters.
+//! Saving is atomic: the file is written beside its destination under a temporary name
+//! (`NAME.partial`, which the next save overwrites if a killed one left it), flushed, then renamed
+//! over it, so a crash never leaves half a checkpoint. The same parameters give the same bytes.
+//! The header's metadata records the format, the network's name and its structure
+//! ([`Network::TOPOLOGY`]). Loading checks the structure and every name, shape and dtype before
+//! it changes anything: a mismatch is an `Err` and the network keeps its parameters.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -59,12 +60,17 @@ pub fn save<N: Network + ?Sized>(net: &N, path: impl AsRef<Path>) -> Result<()> 
                 .map_err(|e| bad(path, format!("cannot describe {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([
-        ("format".to_owned(), "chainrule".to_owned()),
-        ("network".to_owned(), N::NAME.to_owned()),
-    ]);
-    let bytes = safetensors::serialize(views, Some(metadata))
+    let bytes = safetensors::serialize(views, None)
         .map_err(|e| bad(path, format!("cannot encode: {e}")))?;
+    let bytes = with_metadata(
+        &bytes,
+        &[
+            ("format", "chainrule"),
+            ("network", N::NAME),
+            ("topology", N::TOPOLOGY),
+        ],
+    )
+    .ok_or_else(|| bad(path, "cannot encode the header"))?;
 
     let file_name = path
         .file_name()
@@ -85,6 +91,55 @@ pub fn save<N: Network + ?Sized>(net: &N, path: impl AsRef<Path>) -> Result<()> 
         let _ = fs::remove_file(&temporary);
         io_error(path, "rename the finished checkpoint to", e)
     })
+}
+
+/// A safetensors file's bytes with `metadata` written into its header, in the order given.
+/// (`safetensors::serialize` takes the metadata as a `HashMap`, whose order, and so the file's
+/// bytes, would change from run to run.) `None` if `file` has no well-formed header.
+fn with_metadata(file: &[u8], metadata: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let length = usize::try_from(u64::from_le_bytes(file.get(..8)?.try_into().ok()?)).ok()?;
+    let header = std::str::from_utf8(file.get(8..8 + length)?)
+        .ok()?
+        .trim_end();
+    let rest = header.strip_prefix('{')?;
+    let entries: Vec<String> = metadata
+        .iter()
+        .map(|(key, value)| format!("{}:{}", json_string(key), json_string(value)))
+        .collect();
+    let separator = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    let mut header = format!(
+        "{{\"__metadata__\":{{{}}}{separator}{rest}",
+        entries.join(",")
+    );
+    // The data starts at a multiple of 8 bytes, as safetensors pads it.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + file.len() - 8 - length);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&file[8 + length..]);
+    Some(out)
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Reads parameters saved by [`save`] from `path` into `net`. Every parameter of `net` must be in
@@ -133,6 +188,31 @@ pub fn load<N: Network + ?Sized>(net: &mut N, path: impl AsRef<Path>) -> Result<
         return Err(bad(
             path,
             format!("it does not fit {}: {}", N::NAME, problems.join("; ")),
+        ));
+    }
+    // Every parameter fits; the structure around them must be the same too.
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(path, format!("not a readable safetensors file: {e}")))?;
+    let metadata = header.metadata();
+    let recorded = |key: &str| {
+        metadata
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(String::as_str)
+    };
+    if let Some(topology) = recorded("topology")
+        && topology != N::TOPOLOGY
+    {
+        let saved_by = recorded("network").unwrap_or("a network");
+        return Err(bad(
+            path,
+            format!(
+                "it was saved by {saved_by}, whose structure is not {}'s: the file has \
+                 `{topology}`, {} is `{}`",
+                N::NAME,
+                N::NAME,
+                N::TOPOLOGY
+            ),
         ));
     }
 

@@ -69,6 +69,23 @@ pub enum Error {
         name: String,
         known: String,
     },
+    /// A sample's scores hold a NaN, so it has no class.
+    #[error(
+        "{network}'s scores for sample {row} hold NaN, so it has no class: its input, or a \
+         parameter, is not a number (see check_finite)"
+    )]
+    NanScores { network: &'static str, row: usize },
+    /// A parameter holds a value that is not finite: training has diverged.
+    #[error(
+        "{network}'s {param} holds {value} (element {index}): training has diverged; a smaller \
+         learning rate usually helps"
+    )]
+    NonFinite {
+        network: &'static str,
+        param: &'static str,
+        index: usize,
+        value: String,
+    },
     /// A file could not be read or written.
     #[error("cannot {action} {path}: {message}", path = path.display())]
     Io {

@@ -346,7 +346,7 @@ pub fn affine<T: Element>(
     if let Some(y) = relu.as_mut() {
         ndarray::Zip::from(&mut **y)
             .and(&*z)
-            .for_each(|y, &z| *y = if z > T::zero() { z } else { T::zero() });
+            .for_each(|y, &z| *y = if z <= T::zero() { T::zero() } else { z });
     }
 }
 
@@ -486,13 +486,19 @@ fn row_times_matrix_portable<T: Element>(x: &[T], w: &[T], y: &mut [T]) {
     }
 }
 
+/// `max(x, 0)` that keeps a NaN a NaN, as the ReLU kernel does.
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    if x <= 0.0 { 0.0 } else { x }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use ndarray::{ArrayView2, ArrayViewMut2};
 
-    use super::{Ends, Raw, first_lanes, vector_masks};
+    use super::{Ends, Raw, first_lanes, relu, vector_masks};
 
     /// Rows of `C` per block: 6 with four column vectors, 8 with three or fewer (24 registers of
     /// sums either way).
@@ -673,7 +679,7 @@ mod avx512 {
                 let value = ends.finish(i, j, sum);
                 *c.at(i, j) = value;
                 if let Some(y) = ends.relu {
-                    *y.at(i, j) = value.max(0.0);
+                    *y.at(i, j) = relu(value);
                 }
             }
         };
@@ -822,7 +828,8 @@ mod avx512 {
                 for v in 0..vectors {
                     _mm512_mask_storeu_ps(tile.c.at(r, 16 * v), masks[v], acc[v]);
                     if let Some(y) = ends.relu {
-                        let positive = _mm512_max_ps(acc[v], _mm512_setzero_ps());
+                        // The second operand where either is NaN: a NaN stays a NaN.
+                        let positive = _mm512_max_ps(_mm512_setzero_ps(), acc[v]);
                         _mm512_mask_storeu_ps(y.at(r, 16 * v), masks[v], positive);
                     }
                 }

@@ -167,7 +167,7 @@ pub fn affine_relu_backward_input<T: Element>(
 /// Local derivative: 1 where `x > 0`, else 0; `y > 0` exactly where `x > 0`, so the output serves
 /// as the book's mask.
 pub fn relu_forward<T: Element>(x: ArrayView2<T>, y: ArrayViewMut2<T>) {
-    store!(GradMode::Set, y, [x = x] => if x > T::zero() { x } else { T::zero() });
+    store!(GradMode::Set, y, [x = x] => if x <= T::zero() { T::zero() } else { x });
 }
 
 /// ReLU backward: `dx = dy` where `y > 0`, else 0.

@@ -27,6 +27,10 @@ pub trait Network {
     const PARAM_NAMES: &'static [&'static str];
     /// The graph in Graphviz's DOT language, with op names and shapes.
     const DOT: &'static str;
+    /// The network's structure in one line, the same however it was written: each value's op with
+    /// all its arguments and its inputs. Checkpoints record it, and a file from a network of
+    /// another structure does not load, even where every parameter's shape fits.
+    const TOPOLOGY: &'static str;
     /// Bytes of the parameters' values (their gradients take as many again; an optimiser's
     /// state comes on top).
     const PARAM_BYTES: usize;
@@ -80,9 +84,22 @@ pub trait Network {
         Self::DOT.to_owned()
     }
 
-    /// The index of the largest output for each sample.
+    /// The index of the largest output for each sample. A sample whose scores hold a NaN has no
+    /// largest: that is an [`Error::NanScores`] naming it.
     fn predict(&mut self, x: ArrayView2<'_, Self::Elem>) -> Result<Vec<usize>> {
-        Ok(argmax_rows(self.forward(x)?))
+        let scores = self.forward(x)?;
+        // A NaN has no place in an order: a sample whose scores hold one has no class.
+        if let Some(row) = scores
+            .rows()
+            .into_iter()
+            .position(|row| row.iter().any(|v| num_traits::Float::is_nan(*v)))
+        {
+            return Err(Error::NanScores {
+                network: Self::NAME,
+                row,
+            });
+        }
+        Ok(argmax_rows(scores))
     }
 
     /// How forward passes on a single sample (a batch of one row: the latency of inference) read
@@ -110,6 +127,34 @@ pub trait Network {
                 network: Self::NAME,
                 precision,
                 reason: "it does not implement Network::set_one_sample_weights",
+            }),
+        }
+    }
+
+    /// Checks that every parameter is finite: the first one that holds a NaN or an infinity (in
+    /// [`PARAM_NAMES`](Self::PARAM_NAMES) order) is an [`Error::NonFinite`] naming it, the element
+    /// and its value. One pass over the parameters, nothing on any other path: call it after
+    /// the steps you want checked (every step, or every hundredth).
+    fn check_finite(&self) -> Result<()> {
+        let mut first = None;
+        self.for_each_param(&mut |p| {
+            if first.is_none()
+                && let Some((index, value)) = p
+                    .value
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !num_traits::Float::is_finite(**v))
+            {
+                first = Some((p.name, index, value.to_string()));
+            }
+        });
+        match first {
+            None => Ok(()),
+            Some((param, index, value)) => Err(Error::NonFinite {
+                network: Self::NAME,
+                param,
+                index,
+                value,
             }),
         }
     }

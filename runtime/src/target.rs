@@ -38,7 +38,10 @@ impl<T: Element> Target<T> for &[usize] {
             .rows()
             .into_iter()
             .zip(self.iter())
-            .filter(|(row, class)| argmax(*row) == **class)
+            // A row holding a NaN picks no class.
+            .filter(|(row, class)| {
+                argmax(*row) == **class && !row.iter().any(|v| num_traits::Float::is_nan(*v))
+            })
             .count()
     }
 }
@@ -66,7 +69,9 @@ impl<T: Element> Target<T> for ArrayView2<'_, T> {
             .rows()
             .into_iter()
             .zip(self.rows())
-            .filter(|(y, t)| argmax(*y) == argmax(*t))
+            .filter(|(y, t)| {
+                argmax(*y) == argmax(*t) && !y.iter().any(|v| num_traits::Float::is_nan(*v))
+            })
             .count()
     }
 }

@@ -996,3 +996,49 @@ fn new_activation_backwards_agree_with_central_differences() {
         }
     }
 }
+
+/// A NaN that reaches a ReLU stays a NaN on every path: the plain kernel, and the ReLU applied as
+/// an affine product's sums are stored (narrow, packed, one-row and scalar kernels).
+#[test]
+fn relu_keeps_nan_on_every_path() {
+    use chainrule_runtime::kernels::{affine_relu_forward, relu_forward};
+    let x = ndarray::Array2::from_shape_fn((3, 5), |(i, j)| {
+        if (i, j) == (1, 2) {
+            f32::NAN
+        } else {
+            i as f32 - j as f32
+        }
+    });
+    let mut y = ndarray::Array2::zeros((3, 5));
+    relu_forward(x.view(), y.view_mut());
+    assert!(y[[1, 2]].is_nan());
+    assert_eq!(y[[0, 1]], 0.0);
+    assert_eq!(y[[2, 0]], 2.0);
+    // Products of every kind of shape: batch 1 (one row), narrow and wide outputs, long k.
+    for (rows, k, n) in [
+        (1, 784, 50),
+        (7, 33, 10),
+        (64, 300, 200),
+        (300, 1100, 70),
+        (20, 100, 300),
+        (130, 1100, 520),
+        (5, 1, 20),
+    ] {
+        let mut x =
+            ndarray::Array2::from_shape_fn((rows, k), |(i, j)| ((i * 3 + j) % 7) as f32 - 3.0);
+        x[[rows - 1, k / 2]] = f32::NAN;
+        let w = ndarray::Array2::from_shape_fn((k, n), |(i, j)| ((i + 2 * j) % 5) as f32 * 0.01);
+        let b = ndarray::Array1::zeros(n);
+        let mut z = ndarray::Array2::zeros((rows, n));
+        let mut y = ndarray::Array2::zeros((rows, n));
+        affine_relu_forward(x.view(), w.view(), b.view(), z.view_mut(), y.view_mut());
+        assert!(
+            y.row(rows - 1).iter().all(|v| v.is_nan()),
+            "{rows}×{k}·{k}×{n}: {:?}",
+            y.row(rows - 1)
+        );
+        if rows > 1 {
+            assert!(y.row(0).iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
+    }
+}

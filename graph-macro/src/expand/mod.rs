@@ -294,6 +294,7 @@ impl Generator<'_> {
         let forward_flops = Literal::u64_unsuffixed(cost.forward_flops);
         let training_flops = Literal::u64_unsuffixed(cost.training_flops);
         let dot = dot::render(net);
+        let topology = dot::topology(net);
         let output = self.kept_view(net.output);
         let output_grad = self.grad_view_mut(net.output);
         let names = param_names.iter().map(|(name, _)| name);
@@ -406,6 +407,7 @@ impl Generator<'_> {
                 const PARAMS: usize = #param_count;
                 const PARAM_NAMES: &'static [&'static str] = &[#(#names),*];
                 const DOT: &'static str = #dot;
+                const TOPOLOGY: &'static str = #topology;
                 const PARAM_BYTES: usize = #param_bytes;
                 const ACTIVATION_BYTES_INFERENCE: usize = #inference_bytes;
                 const ACTIVATION_BYTES_TRAINING: usize = #training_bytes;

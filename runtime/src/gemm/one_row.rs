@@ -334,7 +334,7 @@ unsafe fn product_of<L: Layout>(x: &[f32], columns: &[L::Elem], z: Raw, n: usize
                 let sum = ends.start.map_or(sum, |start| sum + *start.at(0, j + o));
                 *z.at(0, j + o) = sum;
                 if let Some(relu) = ends.relu {
-                    *relu.at(0, j + o) = sum.max(0.0);
+                    *relu.at(0, j + o) = super::relu(sum);
                 }
             }
         }

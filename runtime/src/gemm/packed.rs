@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::{Ends, Raw, first_lanes, vector_masks};
+use super::{Ends, Raw, first_lanes, relu, vector_masks};
 
 /// Rows of `C` per micro-kernel call.
 const MR: usize = 6;
@@ -82,7 +82,7 @@ pub unsafe fn gemm(
                     let value = ends.finish(i, j, 0.0);
                     *c.at(i, j) = value;
                     if let Some(y) = ends.relu {
-                        *y.at(i, j) = value.max(0.0);
+                        *y.at(i, j) = relu(value);
                     }
                 }
             }
@@ -424,7 +424,8 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                         _mm512_mask_storeu_ps(
                             y.at(r, 16 * v),
                             mask,
-                            _mm512_max_ps(sum, _mm512_setzero_ps()),
+                            // The second operand where either is NaN: a NaN stays.
+                            _mm512_max_ps(_mm512_setzero_ps(), sum),
                         );
                     }
                 }
@@ -440,7 +441,7 @@ unsafe fn micro<const R: usize>(kc: usize, tile: Tile, width: usize) {
                     let value = ends.finish(r, j, sum);
                     *tile.c.at(r, j) = value;
                     if let Some(y) = ends.relu {
-                        *y.at(r, j) = value.max(0.0);
+                        *y.at(r, j) = relu(value);
                     }
                 }
             }

@@ -82,6 +82,7 @@ impl<T: Element> Network for Toy<T> {
     const PARAMS: usize = 3;
     const PARAM_NAMES: &'static [&'static str] = &["w", "b"];
     const DOT: &'static str = "digraph Toy { x -> affine -> y }";
+    const TOPOLOGY: &'static str = "v0 = input(2); v1 = affine(in = 2, out = 1)(v0)";
     const PARAM_BYTES: usize = 3 * std::mem::size_of::<T>();
     const ACTIVATION_BYTES_INFERENCE: usize = 3 * std::mem::size_of::<T>();
     const ACTIVATION_BYTES_TRAINING: usize = 2 * std::mem::size_of::<T>();
