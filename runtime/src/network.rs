@@ -318,9 +318,29 @@ pub fn check_output_grad<T>(
     Ok(())
 }
 
-/// An edge's label in [`Network::dot_with_values`]: the first sample's values and gradient.
+/// [`Network::dot_with_values`] of a generated network: its `dot` ([`Network::DOT`]) with each
+/// edge `vA -> …` labelled by the value that flows along it, the `position[A]`-th value that
+/// [`Network::for_each_value`] visits, instead of its shape.
 #[doc(hidden)]
-pub fn edge_label<T: Element>(value: ArrayView2<T>, grad: Option<ArrayView2<T>>) -> String {
+pub fn dot_with_values<N: Network + ?Sized>(net: &N, dot: &str, position: &[usize]) -> String {
+    let mut labels = Vec::new();
+    net.for_each_value(&mut |v| labels.push(edge_label(v.value, v.grad)));
+    let mut out = String::with_capacity(dot.len());
+    for line in dot.lines() {
+        let edge = line.split_once(" -> ").and_then(|(from, _)| {
+            let value: usize = from.trim_start().strip_prefix('v')?.parse().ok()?;
+            let label = labels.get(*position.get(value)?)?;
+            let (head, _) = line.split_once(" [label=")?;
+            Some(format!("{head} [label=\"{label}\"];"))
+        });
+        out.push_str(edge.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// An edge's label in [`Network::dot_with_values`]: the first sample's values and gradient.
+fn edge_label<T: Element>(value: ArrayView2<T>, grad: Option<ArrayView2<T>>) -> String {
     fn row<T: Element>(values: ArrayView2<T>) -> String {
         let Some(first) = values.rows().into_iter().next() else {
             return "-".to_owned();

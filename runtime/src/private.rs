@@ -5,5 +5,5 @@
 pub use crate::gradcheck::{generated_test_classes, generated_test_values};
 pub use crate::network::{
     Pass, check_batch, check_input, check_output_grad, check_weight_precision, copy_input,
-    edge_label, kept_input, no_input_grad, resize_rows, slot, slot_mut, unknown_param,
+    dot_with_values, kept_input, no_input_grad, resize_rows, slot, slot_mut, unknown_param,
 };

@@ -75,20 +75,20 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
             let gradcheck = gradcheck
                 .as_ref()
                 .and_then(|_| generator.gradcheck_test(body));
-            quote! {
+            let mut item = quote! {
                 #(#attrs)*
                 #vis struct #ty { #fields }
-                #rest
-                #gradcheck
-            }
+            };
+            item.extend(rest);
+            item.extend(gradcheck);
+            item
         }
-        Form::Expr => quote! {
-            {
-                struct #ty { #fields }
-                #rest
-                <#ty as ::core::default::Default>::default()
-            }
-        },
+        Form::Expr => {
+            let mut block = quote!(struct #ty { #fields });
+            block.extend(rest);
+            block.extend(quote!(<#ty as ::core::default::Default>::default()));
+            braced(TokenStream::new(), block)
+        }
     }
 }
 
@@ -238,11 +238,14 @@ impl Generator<'_> {
             let (params, args) = self.batch_param(reads);
             let doc = self.node_doc(node, method.math, &method.note);
             let body = method.body;
-            methods.push(quote! {
-                #[doc = #doc]
-                #[inline]
-                fn #forward(&mut self, #params) { #body }
-            });
+            methods.push(braced(
+                quote! {
+                    #[doc = #doc]
+                    #[inline]
+                    fn #forward(&mut self, #params)
+                },
+                body,
+            ));
             forward_calls.push(quote!(self.#forward(#args);));
         }
         // Backward in reverse order; the loss (last) has written its input's gradient already.
@@ -270,11 +273,14 @@ impl Generator<'_> {
             }
             let doc = self.node_doc(node, method.math, &self.backward_note(node, &method.note));
             let body = method.body;
-            methods.push(quote! {
-                #[doc = #doc]
-                #[inline]
-                fn #backward(&mut self, #params) { #body }
-            });
+            methods.push(braced(
+                quote! {
+                    #[doc = #doc]
+                    #[inline]
+                    fn #backward(&mut self, #params)
+                },
+                body,
+            ));
             backward_calls.push(quote!(self.#backward(#args);));
         }
 
@@ -334,8 +340,9 @@ impl Generator<'_> {
             /// Which pass the buffers hold.
             pass: ::chainrule::__private::Pass
         };
-        let rest = quote! {
-            impl #ty {
+        // The large parts are moved into their braces rather than copied, as `quote!` would: an
+        // expansion's time is mostly its tokens.
+        let mut inherent = quote! {
                 /// A network with parameters drawn by `init` from a generator seeded by `seed`.
                 pub fn new(init: ::chainrule::Init, seed: u64) -> Self {
                     let mut net = #ty {
@@ -388,10 +395,10 @@ impl Generator<'_> {
                     self.input = batch;
                     result
                 }
-
-                #(#methods)*
-            }
-
+        };
+        inherent.extend(methods);
+        let mut rest = braced(quote!(impl #ty), inherent);
+        rest.extend(quote! {
             impl ::core::default::Default for #ty {
                 /// The book's initialisation (normal, std 0.01), seed 0.
                 fn default() -> Self {
@@ -399,7 +406,8 @@ impl Generator<'_> {
                 }
             }
 
-            impl ::chainrule::Network for #ty {
+        });
+        let network = quote! {
                 type Elem = #elem;
                 const NAME: &'static str = #name;
                 const INPUT: usize = #input_width;
@@ -498,17 +506,19 @@ impl Generator<'_> {
                     #(#visit_mut)*
                 }
 
-                fn for_each_value(&self, f: &mut dyn FnMut(::chainrule::ValueRef<'_, #elem>)) {
-                    #values_visit
-                }
-
-                fn dot_with_values(&self) -> ::std::string::String {
-                    #dot_with_values
-                }
-            }
-
-            #trainable
         };
+        let mut network = network;
+        network.extend(braced(
+            quote!(fn for_each_value(&self, f: &mut dyn FnMut(::chainrule::ValueRef<'_, #elem>))),
+            values_visit,
+        ));
+        network.extend(quote! {
+            fn dot_with_values(&self) -> ::std::string::String {
+                #dot_with_values
+            }
+        });
+        rest.extend(braced(quote!(impl ::chainrule::Network for #ty), network));
+        rest.extend(trainable);
         (fields, rest)
     }
 
@@ -600,7 +610,7 @@ impl Generator<'_> {
                     f(::chainrule::ValueRef { name: #name, op: #op, value: #value, grad: #grad });
                 }
             });
-        quote!(#(#calls)*)
+        calls.collect()
     }
 
     /// A value's gradient as `for_each_value` shows it: `None` unless backward computes it and it
@@ -614,22 +624,23 @@ impl Generator<'_> {
         }
     }
 
-    /// `dot_with_values`'s body: `DOT`'s nodes, and each edge labelled with what flows along it.
+    /// `dot_with_values`'s body: `DOT` with each edge labelled with what flows along it, which the
+    /// runtime reads through `for_each_value`.
     fn dot_with_values(&self) -> TokenStream {
-        let (head, edges) = dot::parts(self.net);
-        let edges = edges.iter().map(|&(from, to)| {
-            let value = self.kept_view(from);
-            let grad = self.kept_grad(from);
-            let line = format!("  v{from} -> {} [label=\"{{}}\"];\n", dot::node_id(to));
-            quote! {
-                dot.push_str(&::std::format!(#line, ::chainrule::__private::edge_label(#value, #grad)));
-            }
-        });
+        // Where each value comes in `for_each_value`'s order.
+        let mut position = vec![usize::MAX; self.net.values.len()];
+        let visited = self.net.inputs.iter().map(|input| input.value);
+        let visited = visited.chain(self.net.nodes.iter().map(|node| node.output));
+        for (k, v) in visited.filter(|&v| !self.is_loss_output(v)).enumerate() {
+            position[v] = k;
+        }
+        let position = position.into_iter().map(lit);
         quote! {
-            let mut dot = ::std::string::String::from(#head);
-            #(#edges)*
-            dot.push_str("}\n");
-            dot
+            ::chainrule::__private::dot_with_values(
+                self,
+                <Self as ::chainrule::Network>::DOT,
+                &[#(#position),*],
+            )
         }
     }
 
@@ -845,6 +856,13 @@ impl Generator<'_> {
     fn param_field(&self, node: usize, param: &str) -> Ident {
         format_ident!("{}_{}", self.net.nodes[node].ident, param)
     }
+}
+
+/// `prefix { body }`, with `body` moved into the braces (`quote!` would copy it).
+fn braced(mut prefix: TokenStream, body: TokenStream) -> TokenStream {
+    let braces = proc_macro2::Group::new(proc_macro2::Delimiter::Brace, body);
+    prefix.extend([proc_macro2::TokenTree::Group(braces)]);
+    prefix
 }
 
 /// An integer literal without a suffix, as a person would write it.
