@@ -310,63 +310,89 @@ pub fn build<'a>(
     }
 
     // Names to nodes, following aliases (`y = h`).
+    // Each statement's resolution is kept, so that a long chain of aliases is walked once.
+    let skipped_names: HashSet<String> = skipped.defined.iter().map(Ident::to_string).collect();
+    let mut resolved: HashMap<usize, Option<NodeIndex>> = HashMap::new();
+    // Suggesting a near name compares with every defined one: only for the first few misses.
+    let mut suggestions_left = 16usize;
     let mut resolve = |name: &Ident, errors: &mut Errors| -> Option<NodeIndex> {
         let mut current = name;
-        for _ in 0..=body.len() {
-            if skipped.defined.iter().any(|broken| broken == current) {
-                return None;
+        let mut path: Vec<usize> = Vec::new();
+        let mut on_path: HashSet<usize> = HashSet::new();
+        let result = loop {
+            if skipped_names.contains(&current.to_string()) {
+                break None;
             }
             if current == "input" && !defined.contains_key("input") {
                 errors.push(syn::Error::new_spanned(
                     current,
                     "the network's input has no name here: declare it, as in `x = input(784);`, to use it by name",
                 ));
-                return None;
+                break None;
             }
             let Some(&(index, _)) = defined.get(&current.to_string()) else {
-                let known: Vec<&String> = defined.keys().collect();
-                let near = known
-                    .iter()
-                    .map(|known| {
-                        (
-                            strsim::damerau_levenshtein(&current.to_string(), known),
-                            *known,
-                        )
-                    })
-                    .filter(|&(distance, known)| distance <= 2.max(known.len() / 3))
-                    .min_by_key(|&(distance, _)| distance);
-                let message = match near {
-                    Some((_, near)) => {
+                let suggest = suggestions_left > 0;
+                let near = if suggest {
+                    suggestions_left -= 1;
+                    defined
+                        .keys()
+                        .map(|known| {
+                            // Edits and swaps of neighbours, as the op names' suggestions count
+                            // them, without the hash map of the unrestricted distance.
+                            (strsim::osa_distance(&current.to_string(), known), known)
+                        })
+                        .filter(|&(distance, known)| distance <= 2.max(known.len() / 3))
+                        .min_by_key(|&(distance, known)| (distance, known.clone()))
+                } else {
+                    None
+                };
+                let layer = if suggest && near.is_none() {
+                    ops::suggest(&current.to_string())
+                } else {
+                    None
+                };
+                let message = match (near, layer) {
+                    (Some((_, near)), _) => {
                         mentioned.insert(near.clone());
                         format!(
                             "cannot find a value or layer named `{current}`; did you mean `{near}`?"
                         )
                     }
-                    None if ops::suggest(&current.to_string()).is_some() => format!(
-                        "cannot find a value or layer named `{current}`; did you mean the layer `{}`?",
-                        ops::suggest(&current.to_string()).unwrap_or_default()
+                    (None, Some(layer)) => format!(
+                        "cannot find a value or layer named `{current}`; did you mean the layer `{layer}`?"
                     ),
-                    None => format!("cannot find a value or layer named `{current}`"),
+                    (None, None) => format!("cannot find a value or layer named `{current}`"),
                 };
                 errors.push(syn::Error::new_spanned(current, message));
-                return None;
+                break None;
             };
-            match statement_values[index]? {
-                Value::Node(node) => return Some(node),
-                Value::Name(next) => current = next,
+            if let Some(&known) = resolved.get(&index) {
+                break known;
             }
+            if !on_path.insert(index) {
+                let definition = defined
+                    .get(&name.to_string())
+                    .map_or(name, |&(_, ident)| ident);
+                errors.push(syn::Error::new_spanned(
+                    definition,
+                    format!(
+                        "`{name}` is only ever another name (`{name} = ...` with a name on the right): \
+                         one of the names in the loop must be computed by a layer"
+                    ),
+                ));
+                break None;
+            }
+            path.push(index);
+            match statement_values[index] {
+                None => break None,
+                Some(Value::Node(node)) => break Some(node),
+                Some(Value::Name(next)) => current = next,
+            }
+        };
+        for index in path {
+            resolved.insert(index, result);
         }
-        let definition = defined
-            .get(&name.to_string())
-            .map_or(name, |&(_, ident)| ident);
-        errors.push(syn::Error::new_spanned(
-            definition,
-            format!(
-                "`{name}` is only ever another name (`{name} = ...` with a name on the right): \
-                 one of the names in the loop must be computed by a layer"
-            ),
-        ));
-        None
+        result
     };
     let mut broken = HashSet::new();
     for edge in pending {
@@ -388,7 +414,7 @@ pub fn build<'a>(
     }
     // Statements that only name another value: the alias must be used, and a bare name may only
     // be the last statement (the output).
-    let referenced: Vec<String> = body
+    let referenced: HashSet<String> = body
         .iter()
         .flat_map(|statement| statement.chain.layers.iter())
         .flat_map(|layer| {

@@ -412,11 +412,21 @@ impl Parse for Layer {
             let inner;
             let paren = parenthesized!(inner in input);
             let arguments: TokenStream = inner.fork().parse()?;
-            if too_long(arguments) {
+            if let Some(literal) = long_literal(arguments.clone()) {
                 return Err(syn::Error::new(
-                    paren.span.join(),
+                    literal.span(),
                     format!(
-                        "the arguments of `{name}` run to more than {MAX_TOKENS} tokens; a layer's \
+                        "`{name}` has an argument of {} characters; no argument of a layer needs \
+                         more than {MAX_LITERAL}",
+                        literal.to_string().chars().count()
+                    ),
+                ));
+            }
+            if let Some(span) = long_argument(arguments) {
+                return Err(syn::Error::new(
+                    span,
+                    format!(
+                        "an argument of `{name}` runs to more than {MAX_TOKENS} tokens; a layer's \
                          arguments are numbers, names of values, and `name = number`"
                     ),
                 ));
@@ -508,6 +518,62 @@ fn missing_arrow(
 /// attribute, may have. Far more than any real layer needs; it bounds how deep syn's parser, which
 /// recurses into nested expressions, can go, so that no input overflows the stack.
 const MAX_TOKENS: usize = 256;
+
+/// The longest literal a layer's argument may be: syn converts number literals in time that grows
+/// with the square of their length.
+const MAX_LITERAL: usize = 64;
+
+/// A literal in `stream` (at most [`MAX_TOKENS`] deep in it) longer than [`MAX_LITERAL`].
+fn long_literal(stream: TokenStream) -> Option<proc_macro2::Literal> {
+    let mut pending = vec![stream];
+    let mut seen = 0;
+    while let Some(stream) = pending.pop() {
+        for tree in stream {
+            seen += 1;
+            if seen > MAX_TOKENS {
+                return None;
+            }
+            match tree {
+                proc_macro2::TokenTree::Literal(literal)
+                    if literal.to_string().len() > MAX_LITERAL =>
+                {
+                    return Some(literal);
+                }
+                proc_macro2::TokenTree::Group(group) => pending.push(group.stream()),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// Where an argument (the tokens between two commas of `arguments`) longer than [`MAX_TOKENS`]
+/// starts, if there is one.
+fn long_argument(arguments: TokenStream) -> Option<Span> {
+    let mut argument = TokenStream::new();
+    let mut start = None;
+    for tree in
+        arguments
+            .into_iter()
+            .chain([proc_macro2::TokenTree::Punct(proc_macro2::Punct::new(
+                ',',
+                proc_macro2::Spacing::Alone,
+            ))])
+    {
+        if let proc_macro2::TokenTree::Punct(punct) = &tree
+            && punct.as_char() == ','
+        {
+            if too_long(std::mem::take(&mut argument)) {
+                return start;
+            }
+            start = None;
+            continue;
+        }
+        start.get_or_insert(tree.span());
+        argument.extend([tree]);
+    }
+    None
+}
 
 /// Whether `stream` has more than [`MAX_TOKENS`] tokens, counted without recursion.
 fn too_long(stream: TokenStream) -> bool {

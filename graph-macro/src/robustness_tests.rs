@@ -479,6 +479,48 @@ fn no_input_overflows_the_stack() {
 }
 
 #[test]
+fn huge_literals_many_misses_and_long_alias_chains_take_linear_time() {
+    // A 30,000-digit dimension: refused before syn converts it (which takes quadratic time).
+    let digits = "9".repeat(30_000);
+    let messages = quiet_errors(tokens(&format!("affine({digits}, 3) -> mse")));
+    assert!(
+        messages[0].contains("30000 characters"),
+        "{}",
+        &messages[0][..100]
+    );
+    // 20,000 undefined names, each near a defined one: every one reported, near names suggested
+    // for the first few.
+    let mut body = String::from("x = input(2); ");
+    for i in 0..20_000 {
+        body.push_str(&format!("v{i} = x -> relu; "));
+    }
+    let uses: Vec<String> = (0..20_000).map(|i| format!("w{i}")).collect();
+    body.push_str(&format!("concat({}) -> mse", uses.join(", ")));
+    let start = std::time::Instant::now();
+    let messages = quiet_errors(tokens(&format!("struct N {{ {body} }}")));
+    println!("20,000 misses: {:?}", start.elapsed());
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.starts_with("cannot find a value"))
+            .count(),
+        20_000
+    );
+    assert!(messages.iter().any(|m| m.contains("did you mean `v")));
+    // A chain of 20,000 aliases, each resolved once.
+    let mut body = String::from("x = input(2); a0 = x -> relu; ");
+    for i in 1..20_000 {
+        body.push_str(&format!("a{i} = a{}; ", i - 1));
+    }
+    let uses: Vec<String> = (0..20_000).map(|i| format!("a{i}")).collect();
+    body.push_str(&format!("concat({}) -> mse", uses.join(", ")));
+    let start = std::time::Instant::now();
+    let outcome = outcome(tokens(&format!("struct N {{ {body} }}")));
+    println!("20,000 aliases: {:?}", start.elapsed());
+    assert!(matches!(outcome, Outcome::Code));
+}
+
+#[test]
 fn a_chain_of_100_000_layers_is_checked() {
     // Too long to expand in a test; with a mistake at its end every stage but expand runs.
     let chain: TokenStream = std::iter::once(quote!(affine(8, 8)))

@@ -108,10 +108,9 @@ pub trait Network {
     /// [`WeightPrecision::Half`] and [`WeightPrecision::BFloat16`] read a copy of each weight
     /// rounded to 16 bits, made at the next one-sample pass and again after every change to the
     /// weight: half the bytes to stream, which is what such a pass spends its time on once a
-    /// layer's weight outgrows the L1 cache. On the development machine the book's 784-50-10 net
-    /// takes 0.93 µs in full precision, 0.72 in half precision and 0.56 in bfloat16; on MNIST
-    /// the scores moved by up to 0.1 % of a sample's largest in half precision and 0.6 % in
-    /// bfloat16 (the README reports the effect on the test predictions). Batches of more than
+    /// layer's weight outgrows the L1 cache. The sums stay in `f32`; rounding the weights moves
+    /// the scores a little (the README reports what it does to the test predictions of the book's
+    /// net on MNIST, and how much time it saves). Batches of more than
     /// one sample always read the weights as they are. A loss on a single sample reads the copy
     /// too, so set [`WeightPrecision::Full`] (the default) again before training on one sample
     /// at a time.
