@@ -72,6 +72,14 @@ where
             loss
         })
     });
+    // What checking every parameter for NaN and infinity after each step costs.
+    group.bench_function("chainrule, check_finite after each step", |b| {
+        b.iter(|| {
+            let loss = net.sgd_step(black_box(x.view()), &t, 0.1).unwrap();
+            net.check_finite().unwrap();
+            loss
+        })
+    });
     group.bench_function("naive", |b| {
         b.iter(|| {
             let loss = baseline.gradient(black_box(x.view()), &t);
