@@ -80,6 +80,9 @@ where
             loss
         })
     });
+    group.bench_function("chainrule, check_finite alone", |b| {
+        b.iter(|| black_box(&net).check_finite().unwrap())
+    });
     group.bench_function("naive", |b| {
         b.iter(|| {
             let loss = baseline.gradient(black_box(x.view()), &t);

@@ -138,13 +138,9 @@ pub trait Network {
         let mut first = None;
         self.for_each_param(&mut |p| {
             if first.is_none()
-                && let Some((index, value)) = p
-                    .value
-                    .iter()
-                    .enumerate()
-                    .find(|(_, v)| !num_traits::Float::is_finite(**v))
+                && let Some(index) = first_non_finite(p.value)
             {
-                first = Some((p.name, index, value.to_string()));
+                first = Some((p.name, index, p.value[index].to_string()));
             }
         });
         match first {
@@ -242,6 +238,25 @@ pub trait Trainable: Network {
         let y = self.forward(x)?;
         Ok(t.correct(y) as f64 / samples as f64)
     }
+}
+
+/// The index of the first value that is NaN or infinite, if any. `v − v` is 0 for every finite
+/// value and NaN otherwise, and sixteen running sums of it are plain vector arithmetic: the
+/// values are scanned one by one only when one of the sums is not finite.
+fn first_non_finite<T: Element>(values: &[T]) -> Option<usize> {
+    const LANES: usize = 16;
+    let mut sums = [T::zero(); LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (sum, &v) in sums.iter_mut().zip(chunk) {
+            *sum += v - v;
+        }
+    }
+    let finite = |v: &T| num_traits::Float::is_finite(*v);
+    if sums.iter().all(finite) && chunks.remainder().iter().all(finite) {
+        return None;
+    }
+    values.iter().position(|v| !finite(v))
 }
 
 /// One value of a network's graph, as [`Network::for_each_value`] shows it.
