@@ -249,7 +249,10 @@ fn first_non_finite<T: Element>(values: &[T]) -> Option<usize> {
     let mut chunks = values.chunks_exact(LANES);
     for chunk in &mut chunks {
         for (sum, &v) in sums.iter_mut().zip(chunk) {
-            #[expect(clippy::eq_op, reason = "v − v is what tells a finite v from the others")]
+            #[expect(
+                clippy::eq_op,
+                reason = "v − v is what tells a finite v from the others"
+            )]
             let zero_if_finite = v - v;
             *sum += zero_if_finite;
         }
