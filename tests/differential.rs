@@ -1,16 +1,25 @@
 //! Differential test: networks compiled by `network!` against a reference evaluation.
 //!
-//! `differential/networks.rs` holds 50 random chains (written by `differential/generator.rs`).
-//! For each, proptest draws batches, initialisers and seeds; the compiled network runs forward,
-//! predict, loss and backward, and the reference evaluator (`differential/reference.rs`) runs the
-//! same chain by calling the runtime's kernels directly on fresh arrays, with the parameters copied
-//! out of the network. Outputs, predictions, losses and every parameter gradient must agree.
+//! `differential/networks.rs` holds random chains, hand-written graphs and random graphs (written
+//! by `differential/generator.rs`). For each, proptest draws batches, initialisers and seeds; the
+//! compiled network runs forward, predict and the backward pass (with a loss: `loss` then
+//! `backward`; without: `backward_from` a drawn output gradient), and the reference evaluator
+//! (`differential/reference.rs`) runs the same network by calling the runtime's kernels directly
+//! on fresh arrays, with the parameters copied out of the network. Outputs, predictions, losses,
+//! every parameter gradient and the gradient of every `#[grad]` input must agree (and the inputs
+//! not marked must have none).
 //!
 //! Both sides use the same kernels, so what is tested is the macro's wiring: which buffer feeds
-//! which kernel, the order of the backward pass, parameter naming and shapes, the loss's input.
+//! which kernel, the order of the backward pass, how gradients of a value read several times are
+//! summed, how a batch's columns are split among the inputs, parameter naming and shapes, the
+//! loss's input.
 //!
 //! Before the compared calls each network runs once on the batch's first sample alone, so that the
 //! compared calls see resized buffers and backward must overwrite gradients, not add to them.
+//!
+//! `every_op_of_the_table_is_evaluated_by_the_reference` and `every_op_of_the_table_is_in_a_network`
+//! check the op table (`chainrule::__op_names!()`) against the reference evaluator and the
+//! networks: an op added to the table fails them until the reference runs it and a network uses it.
 //!
 //! Each network gets [`CASES`] cases (set `PROPTEST_CASES` for a deeper run). To change the networks,
 //! edit the generator and run
@@ -23,50 +32,73 @@ mod generator;
 #[path = "differential/reference.rs"]
 mod reference;
 
+use std::ops::Range;
+
 use chainrule::ndarray::{Array2, ArrayView2, s};
-use chainrule::{Element, Init, Network, Trainable};
+use chainrule::{Element, Init, Network, ParamRef, Trainable};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use compare::{compare, compare_scalar, tolerance};
-use reference::{AffineParams, Loss, Op, Reference, Targets};
+use reference::{AffineParams, Head, Loss, Node, Op, Reference, Targets};
 
 /// How many random cases each network is tried on, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 24;
 
-/// What the harness needs to know about a compiled network besides [`Network`]: its chain as the
-/// reference runs it, its constructor, and (with a loss) how to train it on a batch.
+/// What the harness needs to know about a compiled network besides [`Network`]: its nodes as the
+/// reference runs them, its loss, its constructor, and its backward pass.
 trait Subject: Network + Sized {
-    /// The chain without the loss.
-    const OPS: &'static [Op];
+    /// The network without the loss.
+    fn nodes() -> Vec<Node>;
     const LOSS: Option<Loss>;
     /// `Self::new(init, seed)`.
     fn create(init: Init, seed: u64) -> Self;
-    /// `loss` then `backward` on the batch and its targets, returning the loss; `None` for a
-    /// network without a loss.
-    fn loss_and_backward(
-        &mut self,
-        batch: &Batch<Self::Elem>,
-    ) -> Option<chainrule::Result<Self::Elem>>;
+    /// The backward pass on the batch: with a loss, `loss` then `backward` on the batch and its
+    /// targets, returning the loss; without, `forward` then `backward_from` the batch's values as
+    /// the output gradient. (Chosen by the macro, so that only the network's own pass is built.)
+    fn backward_pass(&mut self, batch: &Batch<Self::Elem>) -> Result<Option<Self::Elem>, String>;
 }
 
 /// Implements [`Subject`] for a compiled network and stamps out its proptest:
-/// `differential_test! { test_name: NetType = [ops...], loss: softmax_cross_entropy | mse | none }`.
+/// `differential_test! { test_name: NetType = DESCRIPTION, loss: softmax_cross_entropy | mse | none }`,
+/// where `DESCRIPTION` is a chain on the implicit input, `[ops...]`, a chain on a declared input,
+/// `input(dims...) -> [ops...]`, or a graph, `graph [nodes...]`.
 macro_rules! differential_test {
     ($test:ident: $net:ident = [$($op:expr),* $(,)?], loss: $loss:ident) => {
+        differential_test!(
+            @impl $test, $net, $crate::reference::chain(None, &[$($op),*]), $loss
+        );
+    };
+    (
+        $test:ident: $net:ident = input($($dim:expr),+) -> [$($op:expr),* $(,)?],
+        loss: $loss:ident
+    ) => {
+        differential_test!(
+            @impl $test, $net, $crate::reference::chain(Some(&[$($dim),+]), &[$($op),*]), $loss
+        );
+    };
+    ($test:ident: $net:ident = graph [$($node:expr),* $(,)?], loss: $loss:ident) => {
+        differential_test!(@impl $test, $net, vec![$($node),*], $loss);
+    };
+    (@impl $test:ident, $net:ident, $nodes:expr, $loss:ident) => {
         impl $crate::Subject for $net {
-            const OPS: &'static [$crate::reference::Op] = &[$($op),*];
+            fn nodes() -> Vec<$crate::reference::Node> {
+                $nodes
+            }
+
             const LOSS: Option<$crate::reference::Loss> = differential_test!(@loss $loss);
 
+            // Not inlined: the harness creates networks in two places, and `new` is long.
+            #[inline(never)]
             fn create(init: ::chainrule::Init, seed: u64) -> Self {
                 $net::new(init, seed)
             }
 
-            fn loss_and_backward(
+            fn backward_pass(
                 &mut self,
                 batch: &$crate::Batch<Self::Elem>,
-            ) -> Option<::chainrule::Result<Self::Elem>> {
+            ) -> Result<Option<Self::Elem>, String> {
                 differential_test!(@train self, batch, $loss)
             }
         }
@@ -79,15 +111,14 @@ macro_rules! differential_test {
     (@loss none) => { None };
     (@loss softmax_cross_entropy) => { Some($crate::reference::Loss::SoftmaxCrossEntropy) };
     (@loss mse) => { Some($crate::reference::Loss::Mse) };
-    (@train $net:ident, $batch:ident, none) => {{
-        let _ = ($net, $batch);
-        None
-    }};
+    (@train $net:ident, $batch:ident, none) => {
+        $crate::forward_and_backward_from($net, $batch)
+    };
     (@train $net:ident, $batch:ident, softmax_cross_entropy) => {
-        Some($crate::loss_and_backward($net, $batch.x.view(), &$batch.classes[..]))
+        $crate::loss_and_backward($net, $batch.x.view(), &$batch.classes[..])
     };
     (@train $net:ident, $batch:ident, mse) => {
-        Some($crate::loss_and_backward($net, $batch.x.view(), $batch.values.view()))
+        $crate::loss_and_backward($net, $batch.x.view(), $batch.values.view())
     };
 }
 
@@ -96,28 +127,41 @@ macro_rules! differential_test {
 #[rustfmt::skip]
 mod networks;
 
-/// The trainable half of [`Subject::loss_and_backward`].
+/// [`Subject::backward_pass`] with a loss.
 fn loss_and_backward<N: Trainable>(
     net: &mut N,
     x: ArrayView2<'_, N::Elem>,
     t: N::Targets<'_>,
-) -> chainrule::Result<N::Elem> {
-    let loss = net.loss(x, t)?;
-    net.backward()?;
-    Ok(loss)
+) -> Result<Option<N::Elem>, String> {
+    let loss = net.loss(x, t).map_err(|e| format!("loss: {e}"))?;
+    net.backward().map_err(|e| format!("backward: {e}"))?;
+    Ok(Some(loss))
+}
+
+/// [`Subject::backward_pass`] without a loss.
+fn forward_and_backward_from<N: Network>(
+    net: &mut N,
+    batch: &Batch<N::Elem>,
+) -> Result<Option<N::Elem>, String> {
+    net.forward(batch.x.view())
+        .map_err(|e| format!("forward: {e}"))?;
+    net.backward_from(batch.values.view())
+        .map_err(|e| format!("backward_from: {e}"))?;
+    Ok(None)
 }
 
 /// One random case, drawn in `f64` for a network of `input` features and `output` outputs.
 #[derive(Debug, Clone)]
 struct Case {
     batch: usize,
-    /// batch × input, row-major, in [-3, 3].
+    /// batch × input, row-major, in [-3, 3] (mapped to [1, 2] for a positive input).
     x: Vec<f64>,
     init: Init,
     seed: u64,
     /// One class below `output` per sample (for `softmax_cross_entropy`).
     classes: Vec<usize>,
-    /// batch × output target values, row-major, in [-3, 3] (for `mse`).
+    /// batch × output values, row-major, in [-3, 3]: the targets of `mse`, or the output
+    /// gradient given to `backward_from` by a network without a loss.
     values: Vec<f64>,
 }
 
@@ -148,7 +192,9 @@ struct Batch<T> {
 }
 
 impl<T: Element> Batch<T> {
-    fn new(case: &Case, input: usize, output: usize) -> Self {
+    /// The case for a network of `input` columns (those in `positive` mapped from [-3, 3] to
+    /// [1, 2]) and `output` outputs.
+    fn new(case: &Case, input: usize, output: usize, positive: &[Range<usize>]) -> Self {
         let convert = |v: &[f64], width| {
             Array2::from_shape_vec(
                 (case.batch, width),
@@ -156,8 +202,17 @@ impl<T: Element> Batch<T> {
             )
             .expect("the strategy draws batch × width values")
         };
+        let mut x = case.x.clone();
+        for (i, v) in x.iter_mut().enumerate() {
+            if positive
+                .iter()
+                .any(|columns| columns.contains(&(i % input)))
+            {
+                *v = 1.5 + *v / 6.0;
+            }
+        }
         Batch {
-            x: convert(&case.x, input),
+            x: convert(&x, input),
             classes: case.classes.clone(),
             values: convert(&case.values, output),
         }
@@ -173,10 +228,24 @@ impl<T: Element> Batch<T> {
     }
 }
 
+/// The columns of the inputs the test draws positive.
+fn positive_columns(nodes: &[Node]) -> Vec<Range<usize>> {
+    reference::inputs(nodes)
+        .into_iter()
+        .filter(|(_, input)| input.positive)
+        .map(|(start, input)| start..start + reference::size(&input.dims))
+        .collect()
+}
+
 /// The proptest of one network.
 fn run<N: Subject>() {
-    check_constants::<N>();
-    run_cases(N::NAME, N::INPUT, N::OUTPUT, &|case| check_case::<N>(&case));
+    let nodes = N::nodes();
+    check_constants::<N>(&nodes);
+    run_cases(N::NAME, N::INPUT, N::OUTPUT, &|case| {
+        let batch = Batch::<N::Elem>::new(&case, N::INPUT, N::OUTPUT, &positive_columns(&nodes));
+        let mut net = N::create(case.init, case.seed);
+        check_case(&mut net, &nodes, N::LOSS, &batch)
+    });
 }
 
 /// Runs `test` on [`CASES`] random cases (no failure file is written) and panics with the smallest failing one. Not generic, so
@@ -200,100 +269,192 @@ fn run_cases(name: &str, input: usize, output: usize, test: &dyn Fn(Case) -> Res
 }
 
 /// What does not depend on the batch: the network's constants and parameter list.
-fn check_constants<N: Subject>() {
-    let names = reference::param_names(N::OPS);
-    let shapes = reference::param_shapes(N::OPS);
+fn check_constants<N: Subject>(nodes: &[Node]) {
+    let params = reference::params(nodes);
     assert_eq!(
         N::INPUT,
-        reference::input_width(N::OPS),
+        reference::input_width(nodes),
         "{}::INPUT",
         N::NAME
     );
     assert_eq!(
         N::OUTPUT,
-        reference::output_width(N::OPS),
+        reference::output_width(nodes),
         "{}::OUTPUT",
         N::NAME
     );
-    let scalars: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+    let scalars: usize = params
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     assert_eq!(N::PARAMS, scalars, "{}::PARAMS", N::NAME);
+    let names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(N::PARAM_NAMES, names, "{}::PARAM_NAMES", N::NAME);
     let net = N::create(Init::He, 0);
-    let mut visited = Vec::new();
-    net.for_each_param(&mut |p| visited.push((p.name.to_owned(), p.shape.to_vec())));
-    let expected: Vec<_> = names.into_iter().zip(shapes).collect();
-    assert_eq!(visited, expected, "{}: for_each_param", N::NAME);
+    let visited = Compiled::params(&net);
+    let shapes: Vec<_> = visited
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    assert_eq!(shapes, params, "{}: for_each_param", N::NAME);
+    // `param` finds each by its name.
+    for p in &visited {
+        let found = net.param(&p.name).expect("the parameter is there");
+        assert_eq!(
+            (found.shape, found.value),
+            (&p.shape[..], &p.value[..]),
+            "{}: param({:?})",
+            N::NAME,
+            p.name
+        );
+    }
 }
 
-/// One case: a fresh network, its reference, and the comparison.
-fn check_case<N: Subject>(case: &Case) -> Result<(), String> {
-    let batch = Batch::<N::Elem>::new(case, N::INPUT, N::OUTPUT);
-    let mut net = N::create(case.init, case.seed);
-    let reference = evaluate_reference(&net, N::OPS, &batch)?;
-    compare_with_reference(&mut net, &batch, &reference)
+/// What the comparison calls on a compiled network, behind a `dyn`: the comparison is compiled
+/// once per element type rather than once per network (which would double the test's build).
+trait Compiled<T: Element> {
+    fn forward(&mut self, x: ArrayView2<'_, T>) -> Result<Array2<T>, String>;
+    fn predict(&mut self, x: ArrayView2<'_, T>) -> Result<Vec<usize>, String>;
+    /// With a loss, `loss` then `backward`, returning the loss; without, `forward` then
+    /// `backward_from` the batch's values.
+    fn backward(&mut self, batch: &Batch<T>) -> Result<Option<T>, String>;
+    /// Every parameter (as `for_each_param` visits them): name, shape, value and gradient
+    /// (row-major).
+    fn params(&self) -> Vec<ParamCopy<T>>;
+    fn input_grad(&self, name: &str) -> Result<Array2<T>, String>;
 }
 
-/// The reference evaluation of `ops` with `net`'s parameters on the batch (and, if `N` has a
-/// loss, its targets).
-fn evaluate_reference<N: Subject>(
-    net: &N,
-    ops: &[Op],
-    batch: &Batch<N::Elem>,
-) -> Result<Reference<N::Elem>, String> {
+/// A parameter copied out of a network.
+#[derive(Debug, Clone, PartialEq)]
+struct ParamCopy<T> {
+    name: String,
+    shape: Vec<usize>,
+    value: Vec<T>,
+    grad: Vec<T>,
+}
+
+impl<T: Element> ParamCopy<T> {
+    /// What `for_each_param` calls to copy each parameter into `params` (a closure of one type
+    /// per element type, not per network).
+    fn pusher(params: &mut Vec<Self>) -> impl FnMut(ParamRef<'_, T>) + '_ {
+        |p| {
+            params.push(ParamCopy {
+                name: p.name.to_owned(),
+                shape: p.shape.to_vec(),
+                value: p.value.to_vec(),
+                grad: p.grad.to_vec(),
+            })
+        }
+    }
+}
+
+impl<N: Subject> Compiled<N::Elem> for N {
+    fn forward(&mut self, x: ArrayView2<'_, N::Elem>) -> Result<Array2<N::Elem>, String> {
+        Network::forward(self, x)
+            .map(|y| y.to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    fn predict(&mut self, x: ArrayView2<'_, N::Elem>) -> Result<Vec<usize>, String> {
+        Network::predict(self, x).map_err(|e| e.to_string())
+    }
+
+    fn backward(&mut self, batch: &Batch<N::Elem>) -> Result<Option<N::Elem>, String> {
+        self.backward_pass(batch)
+    }
+
+    fn params(&self) -> Vec<ParamCopy<N::Elem>> {
+        let mut params = Vec::new();
+        self.for_each_param(&mut ParamCopy::pusher(&mut params));
+        params
+    }
+
+    fn input_grad(&self, name: &str) -> Result<Array2<N::Elem>, String> {
+        Network::input_grad(self, name)
+            .map(|g| g.to_owned())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One case: the reference of `net` (with its loss, `loss`) on the batch, and the comparison.
+fn check_case<T: Element>(
+    net: &mut dyn Compiled<T>,
+    nodes: &[Node],
+    loss: Option<Loss>,
+    batch: &Batch<T>,
+) -> Result<(), String> {
+    let reference = evaluate_reference(net, nodes, loss, batch)?;
+    compare_with_reference(net, batch, &reference)
+}
+
+/// The reference evaluation of `nodes` with `net`'s parameters on the batch, and the backward
+/// pass from `loss` and the batch's targets or, without a loss, from the batch's values as the
+/// output gradient.
+fn evaluate_reference<T: Element>(
+    net: &dyn Compiled<T>,
+    nodes: &[Node],
+    loss: Option<Loss>,
+    batch: &Batch<T>,
+) -> Result<Reference<T>, String> {
+    let copies = net.params();
     let mut params = Vec::new();
-    let mut k = 0;
-    for op in ops {
-        let &Op::Affine(i, o) = op else { continue };
-        let weight = copy_param(net, &format!("affine{k}.weight"), &[i, o])?;
-        let bias = copy_param(net, &format!("affine{k}.bias"), &[o])?;
+    for pair in reference::params(nodes).chunks(2) {
+        let [(weight, shape), (bias, _)] = pair else {
+            unreachable!("weights and biases come in pairs")
+        };
+        let (i, o) = (shape[0], shape[1]);
+        let weight = copy_param(&copies, weight, &[i, o])?;
+        let bias = copy_param(&copies, bias, &[o])?;
         params.push(AffineParams {
             weight: Array2::from_shape_vec((i, o), weight).expect("the shape was checked"),
             bias: bias.into(),
         });
-        k += 1;
     }
-    let targets = N::LOSS.map(|loss| match loss {
-        Loss::SoftmaxCrossEntropy => (loss, Targets::Classes(&batch.classes)),
-        Loss::Mse => (loss, Targets::Values(&batch.values)),
-    });
-    let reference = reference::evaluate(ops, &params, &batch.x, targets);
-    if let Some(training) = &reference.training {
-        // Not compared (the compiled network does not compute it), but it must be there.
-        assert_eq!(training.input_grad.dim(), batch.x.dim());
-    }
-    Ok(reference)
+    let head = match loss {
+        Some(loss @ Loss::SoftmaxCrossEntropy) => {
+            Head::Loss(loss, Targets::Classes(&batch.classes))
+        }
+        Some(loss @ Loss::Mse) => Head::Loss(loss, Targets::Values(&batch.values)),
+        None => Head::OutputGrad(&batch.values),
+    };
+    Ok(reference::evaluate(nodes, &params, &batch.x, Some(head)))
 }
 
-/// A parameter's value, copied out of the network (row-major) after checking its shape.
-fn copy_param<N: Network>(net: &N, name: &str, shape: &[usize]) -> Result<Vec<N::Elem>, String> {
-    let p = net.param(name).map_err(|e| e.to_string())?;
+/// The value of the parameter `name` of `params` (row-major), after checking its shape.
+fn copy_param<T: Element>(
+    params: &[ParamCopy<T>],
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<T>, String> {
+    let p = params
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("the network has no parameter {name:?}"))?;
     if p.shape != shape {
         return Err(format!("{name} has shape {:?}, not {shape:?}", p.shape));
     }
-    Ok(p.value.to_vec())
+    Ok(p.value.clone())
 }
 
-/// Runs `net` on the batch (forward, predict, and with a loss: loss then backward) and compares
-/// every result with the reference's.
-fn compare_with_reference<N: Subject>(
-    net: &mut N,
-    batch: &Batch<N::Elem>,
-    reference: &Reference<N::Elem>,
+/// Runs `net` on the batch (forward, predict, and the backward pass) and compares every result
+/// with the reference's.
+fn compare_with_reference<T: Element>(
+    net: &mut dyn Compiled<T>,
+    batch: &Batch<T>,
+    reference: &Reference<T>,
 ) -> Result<(), String> {
-    let rel = tolerance::<N::Elem>();
+    let rel = tolerance::<T>();
 
     // A warm-up on the first sample alone: the compared calls then run on resized buffers, and
     // backward must overwrite the warm-up's gradients, not add to them.
     let first = batch.head(1);
     net.forward(first.x.view())
         .map_err(|e| format!("warm-up forward: {e}"))?;
-    if let Some(loss) = net.loss_and_backward(&first) {
-        loss.map_err(|e| format!("warm-up loss: {e}"))?;
-    }
+    net.backward(&first).map_err(|e| format!("warm-up {e}"))?;
 
     let x = batch.x.view();
 
-    let output = net.forward(x).map_err(|e| e.to_string())?;
+    let output = net.forward(x)?;
     if output.dim() != reference.output.dim() {
         return Err(format!(
             "forward output is {:?}, the reference's {:?}",
@@ -305,7 +466,7 @@ fn compare_with_reference<N: Subject>(
     let expected: Vec<_> = reference.output.iter().copied().collect();
     compare("forward output", &output, &expected, rel)?;
 
-    let predict = net.predict(x).map_err(|e| e.to_string())?;
+    let predict = net.predict(x)?;
     if predict != reference.predict {
         return Err(format!(
             "predict gives {predict:?}, the reference {:?}",
@@ -313,20 +474,48 @@ fn compare_with_reference<N: Subject>(
         ));
     }
 
-    match (net.loss_and_backward(batch), &reference.training) {
-        (None, None) => Ok(()),
-        (Some(loss), Some(training)) => {
-            let loss = loss.map_err(|e| e.to_string())?;
-            compare_scalar("loss", loss, training.loss, rel)?;
-            for (name, expected) in &training.grads {
-                let p = net.param(name).map_err(|e| e.to_string())?;
-                compare(&format!("{name} gradient"), p.grad, expected, rel)?;
-            }
-            Ok(())
-        }
-        (Some(_), None) => Err("the network has a loss, the reference none".to_owned()),
-        (None, Some(_)) => Err("the reference has a loss, the network none".to_owned()),
+    let Some(training) = &reference.training else {
+        return Ok(());
+    };
+    match (net.backward(batch)?, training.loss) {
+        (Some(loss), Some(expected)) => compare_scalar("loss", loss, expected, rel)?,
+        (None, None) => {}
+        (Some(_), None) => return Err("the network has a loss, the reference none".to_owned()),
+        (None, Some(_)) => return Err("the reference has a loss, the network none".to_owned()),
     }
+    let params = net.params();
+    for (name, expected) in &training.grads {
+        let p = params
+            .iter()
+            .find(|p| p.name == *name)
+            .ok_or_else(|| format!("the network has no parameter {name:?}"))?;
+        compare(&format!("{name} gradient"), &p.grad, expected, rel)?;
+    }
+    for (input, expected) in &training.input_grads {
+        let Some(name) = &input.name else { continue };
+        match (input.grad, net.input_grad(name)) {
+            (true, Ok(grad)) => {
+                if grad.dim() != expected.dim() {
+                    return Err(format!(
+                        "input_grad({name:?}) is {:?}, the reference's {:?}",
+                        grad.dim(),
+                        expected.dim()
+                    ));
+                }
+                let grad: Vec<_> = grad.iter().copied().collect();
+                let expected: Vec<_> = expected.iter().copied().collect();
+                compare(&format!("input_grad({name:?})"), &grad, &expected, rel)?;
+            }
+            (true, Err(e)) => return Err(format!("input_grad({name:?}): {e}")),
+            (false, Ok(_)) => {
+                return Err(format!(
+                    "input_grad({name:?}) is kept, but `{name}` is not #[grad]"
+                ));
+            }
+            (false, Err(_)) => {}
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -356,14 +545,27 @@ fn generated_file_is_fresh() {
 
 #[test]
 fn generated_networks_cover_the_language() {
-    use generator::Spec;
     let specs = generator::specs();
     assert_eq!(specs.len(), generator::NETWORKS);
+    let missing = missing_from_chains(&specs);
+    assert!(
+        missing.is_empty(),
+        "no generated chain has {}",
+        missing.join("; ")
+    );
+}
+
+/// What the language has that none of `specs` has.
+fn missing_from_chains(specs: &[generator::Spec]) -> Vec<String> {
+    use generator::Spec;
+    let missing = std::cell::RefCell::new(Vec::new());
     let any = |what: &str, f: &dyn Fn(&Spec) -> bool| {
-        assert!(specs.iter().any(f), "no generated network has {what}");
+        if !specs.iter().any(f) {
+            missing.borrow_mut().push(what.to_owned());
+        }
     };
-    let is_activation = |op: &Op| !matches!(op, Op::Affine(..));
-    let affines = |s: &Spec| s.ops.iter().filter(|op| !is_activation(op)).count();
+    let is_activation = |op: &Op| !op.is_affine();
+    let affines = |s: &Spec| s.ops.iter().filter(|op| op.is_affine()).count();
     let ends_in_activation = |s: &Spec| is_activation(s.ops.last().unwrap());
     let pairs = |s: &Spec, f: &dyn Fn(bool, bool) -> bool| {
         s.ops
@@ -388,9 +590,31 @@ fn generated_networks_cover_the_language() {
             });
         }
     }
-    for op in [Op::Relu, Op::Sigmoid, Op::Tanh] {
+    // Every activation, with every α the generator draws (so every way of writing it).
+    let activations = [
+        Op::Relu,
+        Op::Sigmoid,
+        Op::Tanh,
+        Op::LeakyRelu(0.01),
+        Op::LeakyRelu(0.1),
+        Op::LeakyRelu(0.3),
+        Op::Elu(0.5),
+        Op::Elu(1.0),
+        Op::Softmax,
+    ];
+    for op in activations {
         any(&format!("{op:?}"), &|s| s.ops.contains(&op));
     }
+    for loss in [Some(Loss::SoftmaxCrossEntropy), Some(Loss::Mse), None] {
+        any(&format!("softmax before {loss:?}"), &|s| {
+            s.loss == loss && s.ops.last() == Some(&Op::Softmax)
+        });
+    }
+    any("softmax between affine layers", &|s| {
+        s.ops
+            .windows(3)
+            .any(|w| w[0].is_affine() && w[1] == Op::Softmax && w[2].is_affine())
+    });
     any("one affine layer", &|s| affines(s) == 1);
     any("five affine layers", &|s| affines(s) == 5);
     any("two activations in a row", &|s| pairs(s, &|a, b| a && b));
@@ -405,20 +629,309 @@ fn generated_networks_cover_the_language() {
             s.loss == loss && !ends_in_activation(s)
         });
     }
+    any("a declared input of features", &|s| {
+        s.input.as_ref().is_some_and(|d| d.len() == 1)
+    });
+    any("a declared input then an activation", &|s| {
+        s.input.is_some() && is_activation(&s.ops[0])
+    });
+    any("a declared input then an affine layer", &|s| {
+        s.input.is_some() && s.ops[0].is_affine()
+    });
+    for loss in [Some(Loss::Mse), None] {
+        any(&format!("images (rank 3) and {loss:?}"), &|s| {
+            s.loss == loss && s.input.as_ref().is_some_and(|d| d.len() == 3)
+        });
+    }
     any("one input feature", &|s| {
-        reference::input_width(&s.ops) == 1
+        reference::input_width(&s.nodes()) == 1
     });
     any("mse on one output", &|s| {
-        s.loss == Some(Loss::Mse) && reference::output_width(&s.ops) == 1
+        s.loss == Some(Loss::Mse) && reference::output_width(&s.nodes()) == 1
     });
     any("two classes", &|s| {
-        s.loss == Some(Loss::SoftmaxCrossEntropy) && reference::output_width(&s.ops) == 2
+        s.loss == Some(Loss::SoftmaxCrossEntropy) && reference::output_width(&s.nodes()) == 2
     });
     any("a layer of width 1", &|s| widths(s).contains(&1));
     any("a layer of width 12", &|s| widths(s).contains(&12));
+    missing.into_inner()
 }
 
-// A hand-written network for the tests that the comparison can fail.
+/// How many times each node's value is read, by node.
+fn readers(nodes: &[Node]) -> Vec<usize> {
+    let mut readers = vec![0; nodes.len()];
+    for node in nodes {
+        match node {
+            Node::Input(_) => {}
+            Node::Layer(_, from) => readers[*from] += 1,
+            Node::Merge(_, a, b) => {
+                readers[*a] += 1;
+                readers[*b] += 1;
+            }
+            Node::Concat(parts) => parts.iter().for_each(|&p| readers[p] += 1),
+        }
+    }
+    readers
+}
+
+#[test]
+fn graphs_cover_the_language() {
+    let graphs = generator::graph_specs();
+    assert_eq!(
+        graphs
+            .iter()
+            .filter(|g| g.name.starts_with("Graph"))
+            .count(),
+        generator::GRAPHS
+    );
+    let missing = missing_from_graphs(&graphs);
+    assert!(missing.is_empty(), "no graph has {}", missing.join("; "));
+}
+
+/// What the language has that none of `graphs` has.
+fn missing_from_graphs(graphs: &[generator::GraphSpec]) -> Vec<String> {
+    use generator::GraphSpec;
+    let missing = std::cell::RefCell::new(Vec::new());
+    /// A property of a graph, its nodes and their shapes.
+    type Has<'a> = dyn Fn(&GraphSpec, &[Node], &[Vec<usize>]) -> bool + 'a;
+    let any = |what: &str, f: &Has<'_>| {
+        let found = graphs.iter().any(|g| {
+            let nodes = g.nodes();
+            f(g, &nodes, &reference::shapes(&nodes))
+        });
+        if !found {
+            missing.borrow_mut().push(what.to_owned());
+        }
+    };
+    let is_input = |nodes: &[Node], i: usize| matches!(nodes[i], Node::Input(_));
+    let input = |node: &Node| match node {
+        Node::Input(input) => Some(input.clone()),
+        _ => None,
+    };
+
+    for elem in ["f32", "f64"] {
+        any(&format!("{elem} elements"), &|g, _, _| g.elem == elem);
+    }
+    for loss in [Some(Loss::SoftmaxCrossEntropy), Some(Loss::Mse), None] {
+        any(&format!("{loss:?}"), &|g, _, _| g.loss == loss);
+    }
+    for merge in reference::Merge::ALL {
+        any(&format!("{merge:?}"), &|_, nodes, _| {
+            nodes
+                .iter()
+                .any(|n| matches!(n, Node::Merge(m, ..) if *m == merge))
+        });
+        any(
+            &format!("{merge:?} of values of rank 3"),
+            &|_, nodes, shapes| {
+                nodes.iter().zip(shapes).any(|(n, shape)| {
+                    matches!(n, Node::Merge(m, ..) if *m == merge) && shape.len() == 3
+                })
+            },
+        );
+        any(
+            &format!("{merge:?} of a value with itself"),
+            &|_, nodes, _| {
+                nodes
+                    .iter()
+                    .any(|n| matches!(n, Node::Merge(m, a, b) if *m == merge && a == b))
+            },
+        );
+    }
+    any("mul with an input as an operand", &|_, nodes, _| {
+        nodes.iter().any(|n| {
+            matches!(*n, Node::Merge(reference::Merge::Mul, a, b)
+                if is_input(nodes, a) || is_input(nodes, b))
+        })
+    });
+    any("div by an input", &|_, nodes, _| {
+        nodes
+            .iter()
+            .any(|n| matches!(*n, Node::Merge(reference::Merge::Div, _, b) if is_input(nodes, b)))
+    });
+    any("div by a sigmoid's output", &|_, nodes, _| {
+        nodes.iter().any(|n| {
+            matches!(*n, Node::Merge(reference::Merge::Div, _, b)
+                if matches!(nodes[b], Node::Layer(Op::Sigmoid, _)))
+        })
+    });
+    any("concat of three parts", &|_, nodes, _| {
+        nodes
+            .iter()
+            .any(|n| matches!(n, Node::Concat(parts) if parts.len() >= 3))
+    });
+    any("concat along channels", &|_, nodes, shapes| {
+        nodes
+            .iter()
+            .zip(shapes)
+            .any(|(n, shape)| matches!(n, Node::Concat(_)) && shape.len() == 3)
+    });
+    any("concat with an input as a part", &|_, nodes, _| {
+        nodes
+            .iter()
+            .any(|n| matches!(n, Node::Concat(parts) if parts.iter().any(|&p| is_input(nodes, p))))
+    });
+    any("a value read by three nodes", &|_, nodes, _| {
+        readers(nodes).iter().any(|&r| r >= 3)
+    });
+    any("a residual sum", &|_, nodes, _| {
+        nodes.iter().enumerate().any(|(i, n)| {
+            matches!(*n, Node::Merge(reference::Merge::Add, a, b)
+                if a < i && b == i - 1 && a != b && !is_input(nodes, a))
+        })
+    });
+    any("three inputs", &|_, nodes, _| {
+        nodes.iter().filter_map(input).count() == 3
+    });
+    any("a #[grad] input and one without", &|_, nodes, _| {
+        let inputs: Vec<_> = nodes.iter().filter_map(input).collect();
+        inputs.iter().any(|i| i.grad) && inputs.iter().any(|i| !i.grad)
+    });
+    any("inputs of rank 3", &|_, nodes, _| {
+        nodes.iter().filter_map(input).any(|i| i.dims.len() == 3)
+    });
+    any("an input written at a chain's start", &|_, nodes, _| {
+        nodes.iter().filter_map(input).any(|i| i.name.is_none())
+    });
+    for op in Op::EXEMPLARS {
+        any(op.name(), &|_, nodes, _| {
+            nodes
+                .iter()
+                .any(|n| matches!(n, Node::Layer(o, _) if o.name() == op.name()))
+        });
+    }
+    missing.into_inner()
+}
+
+/// The names of `table` the reference does not evaluate.
+fn not_evaluated<'a>(table: &[&'a str]) -> Vec<&'a str> {
+    let implemented = reference::implemented_names();
+    table
+        .iter()
+        .copied()
+        .filter(|name| !implemented.contains(name))
+        .collect()
+}
+
+#[test]
+fn every_op_of_the_table_is_evaluated_by_the_reference() {
+    let table: &[&str] = chainrule::__op_names!();
+    let implemented = reference::implemented_names();
+    let missing: Vec<String> = not_evaluated(table)
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the op table (graph-macro/src/ops.rs) has {}, which the differential test's reference \
+         (tests/differential/reference.rs) does not evaluate: give each a variant, run its \
+         kernels in `evaluate`, list an exemplar, and let the generator draw it (the reference \
+         evaluates {implemented:?})",
+        missing.join(", ")
+    );
+    for name in &implemented {
+        assert!(
+            table.contains(name),
+            "the reference evaluates `{name}`, which the op table does not have: {table:?}"
+        );
+    }
+}
+
+#[test]
+fn the_coverage_check_names_an_op_the_reference_lacks() {
+    assert_eq!(
+        not_evaluated(&["affine", "gelu", "mse", "conv2d"]),
+        ["gelu", "conv2d"]
+    );
+    assert!(not_evaluated(&reference::implemented_names()).is_empty());
+}
+
+#[test]
+fn every_op_of_the_table_is_in_a_network() {
+    let mut used = std::collections::BTreeSet::new();
+    for spec in generator::specs() {
+        let nodes = spec.nodes();
+        // A chain's input is the `input` op only where the chain writes it.
+        let skip = usize::from(spec.input.is_none());
+        used.extend(nodes[skip..].iter().map(Node::name));
+        used.extend(spec.loss.map(Loss::name));
+    }
+    for graph in generator::graph_specs() {
+        used.extend(graph.nodes().iter().map(Node::name));
+        used.extend(graph.loss.map(Loss::name));
+    }
+    for name in chainrule::__op_names!() {
+        assert!(
+            used.contains(name),
+            "no network of the differential test uses the op `{name}`: let the generator draw \
+             it (tests/differential/generator.rs)"
+        );
+    }
+}
+
+#[test]
+fn every_exemplar_runs_forward_and_backward() {
+    // Each exemplar node alone on its inputs (two of 3 features, positive), backward from an
+    // output gradient that is not constant along the features (softmax's input gradient would be
+    // zero).
+    let x = Array2::from_shape_fn((2, 6), |(i, j)| 1.0 + 0.125 * (i + j) as f64);
+    let exemplars = Node::exemplars();
+    let inputs = &exemplars[..2];
+    assert!(inputs.iter().all(|n| matches!(n, Node::Input(_))));
+    let mut evaluated = vec!["input"];
+    for node in &exemplars[2..] {
+        let mut nodes = inputs.to_vec();
+        nodes.push(node.clone());
+        let params: Vec<AffineParams<f64>> = reference::params(&nodes)
+            .chunks(2)
+            .map(|pair| {
+                let shape = &pair[0].1;
+                AffineParams {
+                    weight: Array2::from_shape_fn((shape[0], shape[1]), |(i, j)| {
+                        0.5 - 0.25 * (i + j) as f64
+                    }),
+                    bias: chainrule::ndarray::Array1::from_elem(shape[1], 0.25),
+                }
+            })
+            .collect();
+        let dy = Array2::from_shape_fn((2, reference::output_width(&nodes)), |(i, j)| {
+            1.0 - 0.5 * (i + 2 * j) as f64
+        });
+        let r = reference::evaluate(&nodes, &params, &x, Some(Head::OutputGrad(&dy)));
+        let training = r.training.expect("there is a head");
+        let grads: Vec<f64> = training
+            .input_grads
+            .iter()
+            .flat_map(|(_, g)| g.iter().copied())
+            .chain(training.grads.iter().flat_map(|(_, g)| g.iter().copied()))
+            .collect();
+        assert!(
+            r.output.iter().chain(&grads).all(|v| v.is_finite())
+                && r.output.iter().any(|&v| v != 0.0)
+                && grads.iter().any(|&v| v != 0.0),
+            "{node:?}: output {:?}, gradients {grads:?}",
+            r.output
+        );
+        evaluated.push(node.name());
+    }
+    for loss in Loss::ALL {
+        // The output is the second input's value.
+        let nodes = inputs.to_vec();
+        let classes = [0, 2];
+        let values = Array2::zeros((2, 3));
+        let targets = match loss {
+            Loss::SoftmaxCrossEntropy => Targets::Classes(&classes),
+            Loss::Mse => Targets::Values(&values),
+        };
+        let r = reference::evaluate(&nodes, &[], &x, Some(Head::Loss(loss, targets)));
+        let training = r.training.expect("there is a head");
+        assert!(training.loss.is_some_and(|l| l.is_finite()), "{loss:?}");
+        evaluated.push(loss.name());
+    }
+    assert_eq!(evaluated, reference::implemented_names());
+}
+
+// Hand-written networks for the tests that the comparison can fail.
 chainrule::network! {
     struct Probe: f64 {
         affine(3, 4) -> tanh -> affine(4, 3) -> softmax_cross_entropy
@@ -429,6 +942,25 @@ differential_test! {
     loss: softmax_cross_entropy
 }
 
+chainrule::network! {
+    struct GraphProbe: f64 {
+        #[grad] a = input(2);
+        b = input(2);
+        h = a -> affine(2, 2) -> tanh;
+        sub(h, b) -> mse
+    }
+}
+differential_test! {
+    graph_probe: GraphProbe = graph [
+        reference::input("a", &[2], &[reference::Flag::Grad]),
+        reference::input("b", &[2], &[]),
+        Node::Layer(Op::Affine(2, 2), 0),
+        Node::Layer(Op::Tanh, 2),
+        Node::Merge(reference::Merge::Sub, 3, 1),
+    ],
+    loss: mse
+}
+
 fn probe_case() -> Case {
     Case {
         batch: 2,
@@ -436,22 +968,37 @@ fn probe_case() -> Case {
         init: Init::Xavier,
         seed: 7,
         classes: vec![2, 0],
-        values: vec![0.0; 6],
+        values: vec![0.5, -0.5, 1.0, 0.0, 2.0, -1.0],
     }
 }
 
 /// The probe's batch and reference, ready to be tampered with.
 fn probe_reference() -> (Probe, Batch<f64>, Reference<f64>) {
     let case = probe_case();
-    let batch = Batch::new(&case, 3, 3);
+    let batch = Batch::new(&case, 3, 3, &[]);
     let net = Probe::create(case.init, case.seed);
-    let reference = evaluate_reference(&net, Probe::OPS, &batch).unwrap();
+    let reference = evaluate_reference(&net, &Probe::nodes(), Probe::LOSS, &batch).unwrap();
     (net, batch, reference)
+}
+
+/// The graph probe's batch and reference.
+fn graph_probe_reference() -> (Batch<f64>, Reference<f64>) {
+    let mut case = probe_case();
+    case.x.extend([1.0, -0.75]);
+    case.values.truncate(4);
+    let batch = Batch::new(&case, 4, 2, &[]);
+    let net = GraphProbe::create(case.init, case.seed);
+    let reference =
+        evaluate_reference(&net, &GraphProbe::nodes(), GraphProbe::LOSS, &batch).unwrap();
+    (batch, reference)
 }
 
 #[test]
 fn comparison_passes_on_the_untouched_reference() {
     let (mut net, batch, reference) = probe_reference();
+    compare_with_reference(&mut net, &batch, &reference).unwrap();
+    let (batch, reference) = graph_probe_reference();
+    let mut net = GraphProbe::create(Init::Xavier, 7);
     compare_with_reference(&mut net, &batch, &reference).unwrap();
 }
 
@@ -481,7 +1028,9 @@ fn comparison_catches_a_wrong_loss_output_or_prediction() {
     let (_, batch, reference) = probe_reference();
     type Tamper = fn(&mut Reference<f64>);
     let tamper: [(&str, Tamper); 3] = [
-        ("loss", |r| r.training.as_mut().unwrap().loss *= 1.0 + 1e-9),
+        ("loss", |r| {
+            *r.training.as_mut().unwrap().loss.as_mut().unwrap() *= 1.0 + 1e-9;
+        }),
         ("forward output[4]", |r| r.output[(1, 1)] += 1e-9),
         ("predict", |r| r.predict[1] = (r.predict[1] + 1) % 3),
     ];
@@ -489,6 +1038,32 @@ fn comparison_catches_a_wrong_loss_output_or_prediction() {
         let mut wrong = reference.clone();
         tamper(&mut wrong);
         let mut net = Probe::create(Init::Xavier, 7);
+        let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
+        assert!(error.starts_with(what), "{what}: {error}");
+    }
+}
+
+#[test]
+fn comparison_catches_a_wrong_input_gradient() {
+    let (batch, reference) = graph_probe_reference();
+    type Tamper = fn(&mut Reference<f64>);
+    let tamper: [(&str, Tamper); 3] = [
+        // a's gradient off by a little.
+        (r#"input_grad("a")[3]"#, |r| {
+            r.training.as_mut().unwrap().input_grads[0].1[(1, 1)] *= 1.0 + 1e-9;
+        }),
+        // a not #[grad], b #[grad].
+        (r#"input_grad("a") is kept"#, |r| {
+            r.training.as_mut().unwrap().input_grads[0].0.grad = false;
+        }),
+        (r#"input_grad("b"): "#, |r| {
+            r.training.as_mut().unwrap().input_grads[1].0.grad = true;
+        }),
+    ];
+    for (what, tamper) in tamper {
+        let mut wrong = reference.clone();
+        tamper(&mut wrong);
+        let mut net = GraphProbe::create(Init::Xavier, 7);
         let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
         assert!(error.starts_with(what), "{what}: {error}");
     }
@@ -503,10 +1078,27 @@ fn comparison_catches_wrong_wiring() {
         &[Op::Affine(3, 4), Op::Affine(4, 3)],
     ];
     for ops in wirings {
-        let wrong = evaluate_reference(&net, ops, &batch).unwrap();
+        let wrong =
+            evaluate_reference(&net, &reference::chain(None, ops), Probe::LOSS, &batch).unwrap();
         let mut net = Probe::create(Init::Xavier, 7);
         let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
         assert!(error.starts_with("forward output"), "{ops:?}: {error}");
+    }
+
+    // The graph probe with its merge's operands swapped, or its inputs' columns swapped.
+    let (batch, _) = graph_probe_reference();
+    let net = GraphProbe::create(Init::Xavier, 7);
+    let mut swapped_operands = GraphProbe::nodes();
+    swapped_operands[4] = Node::Merge(reference::Merge::Sub, 1, 3);
+    let mut swapped_inputs = GraphProbe::nodes();
+    swapped_inputs.swap(0, 1);
+    swapped_inputs[2] = Node::Layer(Op::Affine(2, 2), 1);
+    swapped_inputs[4] = Node::Merge(reference::Merge::Sub, 3, 0);
+    for nodes in [swapped_operands, swapped_inputs] {
+        let wrong = evaluate_reference(&net, &nodes, GraphProbe::LOSS, &batch).unwrap();
+        let mut net = GraphProbe::create(Init::Xavier, 7);
+        let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
+        assert!(error.starts_with("forward output"), "{nodes:?}: {error}");
     }
 }
 
