@@ -617,3 +617,34 @@ fn messages_name_the_problem() {
         "expected `->` between `affine(2, 3)` and `relu`"
     );
 }
+
+/// Prints the macro's time for chains of 100, 1,000 and 10,000 layers of mixed activations
+/// (an affine layer, then ReLU, sigmoid or tanh in turn). It asserts nothing about time; run it
+/// in release: `cargo test -p chainrule-macro --release macro_time -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn macro_time_for_100_1000_and_10000_layers() {
+    let layers = [
+        "affine(8, 8)",
+        "relu",
+        "affine(8, 8)",
+        "sigmoid",
+        "affine(8, 8)",
+        "tanh",
+    ];
+    for n in [100usize, 1_000, 10_000] {
+        let chain: Vec<&str> = layers
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .chain(["mse"])
+            .collect();
+        let input = tokens(&chain.join(" -> "));
+        let start = std::time::Instant::now();
+        let output = crate::expand(input);
+        let elapsed = start.elapsed();
+        assert!(!output.to_string().contains("compile_error"));
+        println!("{n:>6} layers: {elapsed:?}");
+    }
+}
