@@ -691,8 +691,14 @@ fn a_nan_in_the_input_stays_a_nan_and_has_no_class() {
 fn check_finite_names_the_first_parameter_that_went_bad() {
     let mut net = BookCosts::new(Init::He, 3);
     net.check_finite().unwrap();
-    net.affine1_weight.value_mut()[[4, 2]] = f32::INFINITY;
+    // The last elements of a parameter, past its last whole run of sixteen.
     net.affine1_bias.value_mut()[7] = f32::NAN;
+    let message = net.check_finite().unwrap_err().to_string();
+    assert!(
+        message.contains("affine1.bias holds NaN (element 7)"),
+        "{message}"
+    );
+    net.affine1_weight.value_mut()[[4, 2]] = f32::INFINITY;
     let message = net.check_finite().unwrap_err().to_string();
     assert!(
         message.contains("affine1.weight holds inf (element 42)"),

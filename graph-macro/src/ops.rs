@@ -743,6 +743,18 @@ mod costs {
 }
 
 impl Kernels {
+    /// What the forward and the backward kernels compute, as the generated docs say it.
+    pub fn math(&self) -> (&'static str, &'static str) {
+        match self {
+            Kernels::Affine(k) => (k.forward_math, k.backward_math),
+            Kernels::Activation(k) => (k.forward_math, k.backward_math),
+            Kernels::Merge(k) => (k.forward_math, k.backward_math),
+            Kernels::Concat(k) => (k.forward_math, k.backward_math),
+            Kernels::Loss(k) => (k.math, k.math),
+            Kernels::Source => ("", ""),
+        }
+    }
+
     /// Whether the backward pass reads the op's inputs (not only its output and gradient), so
     /// that a backward method of an op reading the network's input takes the batch.
     pub fn backward_reads_inputs(&self) -> bool {

@@ -20,7 +20,7 @@ impl Family for AffineKernels {
             let activation = &net.nodes[fused.node];
             let out = g.value_field(activation.output);
             let kernel = format_ident!("{}", fused.epilogue.forward);
-            let math = g.math_of(fused.node).0;
+            let math = activation.op.kernels.math().0;
             let named = match &net.values[activation.output].name {
                 Some(name) => format!("`{name}` = `{}`", activation.ident),
                 None => format!("`{}`", activation.ident),
@@ -76,7 +76,7 @@ impl Family for AffineKernels {
                         " With `sgd = Some(_)` the input gradient's product does `{}`'s \
                          backward pass as well: {}, applied as it is stored.",
                         activation.ident,
-                        g.math_of(gate.node).1
+                        activation.op.kernels.math().1
                     ));
                     let kernel = format_ident!("{}", gate.epilogue.gated_backward_input);
                     let y = g.value_field(activation.output);

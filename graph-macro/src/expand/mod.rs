@@ -678,18 +678,6 @@ impl Generator<'_> {
         }
     }
 
-    /// The forward and backward math of a node's op, for a note about a fusion.
-    fn math_of(&self, node: usize) -> (&'static str, &'static str) {
-        match self.net.nodes[node].op.kernels {
-            Kernels::Activation(kernels) => (kernels.forward_math, kernels.backward_math),
-            Kernels::Affine(kernels) => (kernels.forward_math, kernels.backward_math),
-            Kernels::Merge(kernels) => (kernels.forward_math, kernels.backward_math),
-            Kernels::Concat(kernels) => (kernels.forward_math, kernels.backward_math),
-            Kernels::Loss(kernels) => (kernels.math, kernels.math),
-            Kernels::Source => ("", ""),
-        }
-    }
-
     /// Runs `generate` and says whether what it generated reads the batch.
     fn with_batch<R>(&self, generate: impl FnOnce() -> R) -> (R, bool) {
         self.reads_batch.set(false);
