@@ -194,15 +194,14 @@ pub enum Kernels {
     Loss(LossKernels),
 }
 
-/// `forward(x, w, b, y)`, `backward_params(x, dy, dw, db)`, `backward_input(w, dy, dx, mode)`, and
-/// `sgd_update(x, dy, w, b, η, λ)` in place of `backward_params` when a step of SGD is fused into
-/// the backward pass.
+/// `forward(x, w, b, y)`, `backward_input(w, dy, dx, mode)`, and `backward_params(x, dy, &mut
+/// weight, &mut bias, sgd)`: the parameters' gradients, or with `sgd = Some((η, λ))` a step of
+/// SGD fused into the backward pass in their place.
 #[derive(Debug, Clone, Copy)]
 pub struct AffineKernels {
     pub forward: &'static str,
     pub backward_params: &'static str,
     pub backward_input: &'static str,
-    pub sgd_update: &'static str,
     pub forward_math: &'static str,
     pub backward_math: &'static str,
     /// Activations it can apply as its sums are stored.
@@ -308,9 +307,8 @@ pub static OPS: &[OpSpec] = &[
         ],
         kernels: Kernels::Affine(AffineKernels {
             forward: "affine_forward",
-            backward_params: "affine_backward_params",
+            backward_params: "affine_param_grads_or_step",
             backward_input: "affine_backward_input",
-            sgd_update: "affine_sgd_update",
             forward_math: "y = x·W + b",
             backward_math: "dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (with `sgd = Some((η, λ))`: W ← (1 − η·λ)·W − η·xᵀ·dy, b −= η·Σ_rows dy, in place of dW and db)",
             epilogues: &[Epilogue {

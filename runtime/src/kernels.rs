@@ -6,7 +6,8 @@
 //!
 //! The calling conventions, by kind of op (the macro's op table names the kernels):
 //! - affine: `affine_forward(x, w, b, y)`, `affine_backward_params(x, dy, dw, db)` (or
-//!   `affine_sgd_update(x, dy, w, b, η)`, which updates the parameters in place instead),
+//!   `affine_sgd_update(x, dy, w, b, η)`, which updates the parameters in place instead; the
+//!   generated code calls [`affine_param_grads_or_step`], which picks one of the two),
 //!   `affine_backward_input(w, dy, dx, mode)`; the forward takes the weight as a view or as
 //!   [`Param::weights`](crate::Param::weights), which lets one-row products use a copy of it
 //!   laid out for them;
@@ -26,8 +27,9 @@
 //! gradient that reaches it in the backward pass sets its gradient buffer and the others add to it
 //! (the chain rule sums over every path).
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Ix1, Ix2, Zip, s};
 
+use crate::Param;
 use crate::element::Element;
 pub use crate::gemm::Weights;
 use crate::gemm::{self, gemm};
@@ -112,6 +114,24 @@ pub fn affine_sgd_update<T: Element>(
 ) {
     gemm::gemm_scaled(-lr, &x.t(), &dy, T::one() - lr * weight_decay, &mut w);
     column_sums(dy, b, &|b, sum| *b -= lr * sum);
+}
+
+/// The parameters' side of an affine backward pass: their gradients
+/// ([`affine_backward_params`]), or with `sgd = Some((η, λ))` an SGD step in their place
+/// ([`affine_sgd_update`]).
+pub fn affine_param_grads_or_step<T: Element>(
+    x: ArrayView2<T>,
+    dy: ArrayView2<T>,
+    weight: &mut Param<T, Ix2>,
+    bias: &mut Param<T, Ix1>,
+    sgd: Option<(T, T)>,
+) {
+    match sgd {
+        None => affine_backward_params(x, dy, weight.grad_mut(), bias.grad_mut()),
+        Some((lr, decay)) => {
+            affine_sgd_update(x, dy, weight.value_mut(), bias.value_mut(), lr, decay)
+        }
+    }
 }
 
 /// Calls `store(out[j], Σ_rows m[:, j])` for every column `j` of `m`, by pieces of columns shared

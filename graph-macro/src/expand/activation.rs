@@ -23,7 +23,7 @@ impl Family for ActivationKernels {
         Some(Method {
             math: self.forward_math,
             note: g.shapes_note(node),
-            body: quote!(::chainrule::kernels::#kernel(#x, self.#y.view_mut() #numbers);),
+            body: quote!(kernels::#kernel(#x, self.#y.view_mut() #numbers);),
         })
     }
 
@@ -37,7 +37,7 @@ impl Family for ActivationKernels {
         let dx = g.grad_view_mut(this.inputs[0]);
         let numbers = numbers(g, node);
         let mut body = quote! {
-            ::chainrule::kernels::#kernel(self.#y.view(), #dy, #dx, #mode #numbers);
+            kernels::#kernel(self.#y.view(), #dy, #dx, #mode #numbers);
         };
         let mut note = String::new();
         if plan.gated_into.is_some() {

@@ -32,7 +32,7 @@ impl Family for AffineKernels {
                     activation.layer.describe()
                 ),
                 body: quote! {
-                    ::chainrule::kernels::#kernel(
+                    kernels::#kernel(
                         #x, self.#w.weights(), self.#b.value(),
                         self.#y.view_mut(), self.#out.view_mut(),
                     );
@@ -44,7 +44,7 @@ impl Family for AffineKernels {
             math: self.forward_math,
             note: shapes,
             body: quote! {
-                ::chainrule::kernels::#kernel(
+                kernels::#kernel(
                     #x, self.#w.weights(), self.#b.value(), self.#y.view_mut(),
                 );
             },
@@ -65,7 +65,7 @@ impl Family for AffineKernels {
             let kernel = format_ident!("{}", self.backward_input);
             let dx = g.grad_view_mut(this.inputs[0]);
             let plain = quote! {
-                ::chainrule::kernels::#kernel(self.#w.value(), #dy, #dx, #mode);
+                kernels::#kernel(self.#w.value(), #dy, #dx, #mode);
             };
             body.extend(match plan.gate {
                 // `sgd_step` keeps no gradient for people to read, so it skips the activation
@@ -83,7 +83,7 @@ impl Family for AffineKernels {
                     let du = g.grad_view_mut(activation.inputs[0]);
                     quote! {
                         if sgd.is_some() {
-                            ::chainrule::kernels::#kernel(
+                            kernels::#kernel(
                                 self.#w.value(), #dy, self.#y.view(), #du,
                             );
                         } else {
@@ -94,19 +94,9 @@ impl Family for AffineKernels {
                 None => plain,
             });
         }
-        let (params, update) = (
-            format_ident!("{}", self.backward_params),
-            format_ident!("{}", self.sgd_update),
-        );
+        let params = format_ident!("{}", self.backward_params);
         body.extend(quote! {
-            match sgd {
-                ::core::option::Option::None => ::chainrule::kernels::#params(
-                    #x, #dy, self.#w.grad_mut(), self.#b.grad_mut(),
-                ),
-                ::core::option::Option::Some((lr, decay)) => ::chainrule::kernels::#update(
-                    #x, #dy, self.#w.value_mut(), self.#b.value_mut(), lr, decay,
-                ),
-            }
+            kernels::#params(#x, #dy, &mut self.#w, &mut self.#b, sgd);
         });
         Some(Method {
             math: self.backward_math,

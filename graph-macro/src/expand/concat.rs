@@ -16,7 +16,7 @@ impl Family for ConcatKernels {
         Some(Method {
             math: self.forward_math,
             note: g.shapes_note(node),
-            body: quote!(::chainrule::kernels::#kernel(&[#(#parts),*], self.#y.view_mut());),
+            body: quote!(kernels::#kernel(&[#(#parts),*], self.#y.view_mut());),
         })
     }
 
@@ -31,7 +31,7 @@ impl Family for ConcatKernels {
             let Some(mode) = mode else { continue };
             let (dy, dx) = (g.grad_view(this.output), g.grad_view_mut(input));
             body.extend(quote! {
-                ::chainrule::kernels::#kernel(#dy, #start, #dx, #mode);
+                kernels::#kernel(#dy, #start, #dx, #mode);
             });
         }
         (!body.is_empty()).then(|| Method {

@@ -30,7 +30,7 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
     let kernel = format_ident!("{}", kernels.kernel);
     let targets_ty = match kernels.targets {
         TargetKind::Classes => quote!(&'t [usize]),
-        TargetKind::Values => quote!(::chainrule::ndarray::ArrayView2<'t, #elem>),
+        TargetKind::Values => quote!(ArrayView2<'t, #elem>),
     };
     let (x, reads) = g.with_batch(|| g.pass_view(loss.inputs[0]));
     let (params, args) = g.batch_param(reads);
@@ -48,7 +48,7 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
             #[doc = #doc]
             #[inline]
             fn #method(&mut self, t: <Self as ::chainrule::Trainable>::Targets<'_>, #params) -> #elem {
-                ::chainrule::kernels::#kernel(#x, t, #dx)
+                kernels::#kernel(#x, t, #dx)
             }
 
             /// `gradient` (`sgd = None`) or `sgd_step_with_decay` (`sgd = Some((η, λ))`): the
@@ -56,20 +56,20 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
             /// nothing is kept for a later `backward`.
             fn train_pass(
                 &mut self,
-                x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                x: ArrayView2<'_, #elem>,
                 t: <Self as ::chainrule::Trainable>::Targets<'_>,
-                sgd: ::core::option::Option<(#elem, #elem)>,
+                sgd: Option<(#elem, #elem)>,
             ) -> ::chainrule::Result<#elem> {
                 let outputs = <Self as ::chainrule::Network>::OUTPUT;
-                ::chainrule::__private::check_batch(#name, &x, #input_width, &t, outputs)?;
+                private::check_batch(#name, &x, #input_width, &t, outputs)?;
                 self.resize_values(x.nrows());
                 self.resize_grads(x.nrows());
                 self.run_forward(x);
                 #bind
                 let loss = self.#method(t, #args);
                 self.run_backward(x, sgd);
-                self.pass = ::chainrule::__private::Pass::None;
-                ::core::result::Result::Ok(loss)
+                self.pass = private::Pass::None;
+                Ok(loss)
             }
         }
 
@@ -78,41 +78,41 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
 
             fn loss(
                 &mut self,
-                x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                x: ArrayView2<'_, #elem>,
                 t: Self::Targets<'_>,
             ) -> ::chainrule::Result<#elem> {
                 let outputs = <Self as ::chainrule::Network>::OUTPUT;
-                ::chainrule::__private::check_batch(#name, &x, #input_width, &t, outputs)?;
+                private::check_batch(#name, &x, #input_width, &t, outputs)?;
                 self.resize_values(x.nrows());
                 self.resize_grads(x.nrows());
-                ::chainrule::__private::copy_input(&mut self.input, x, #input_width);
+                private::copy_input(&mut self.input, x, #input_width);
                 let loss = self.on_kept_batch(|net, batch| {
                     net.run_forward(batch);
                     net.#method(t, #args)
                 });
-                self.pass = ::chainrule::__private::Pass::Loss;
-                ::core::result::Result::Ok(loss)
+                self.pass = private::Pass::Loss;
+                Ok(loss)
             }
 
             fn backward(&mut self) -> ::chainrule::Result<()> {
-                if self.pass != ::chainrule::__private::Pass::Loss {
-                    return ::core::result::Result::Err(::chainrule::Error::BackwardBeforeLoss);
+                if self.pass != private::Pass::Loss {
+                    return Err(::chainrule::Error::BackwardBeforeLoss);
                 }
-                self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
-                ::core::result::Result::Ok(())
+                self.on_kept_batch(|net, batch| net.run_backward(batch, None));
+                Ok(())
             }
 
             fn gradient(
                 &mut self,
-                x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                x: ArrayView2<'_, #elem>,
                 t: Self::Targets<'_>,
             ) -> ::chainrule::Result<#elem> {
-                self.train_pass(x, t, ::core::option::Option::None)
+                self.train_pass(x, t, None)
             }
 
             fn sgd_step_with_decay(
                 &mut self,
-                x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                x: ArrayView2<'_, #elem>,
                 t: Self::Targets<'_>,
                 lr: f64,
                 weight_decay: f64,
@@ -121,7 +121,7 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
                     <#elem as ::chainrule::Element>::from_f64(lr),
                     <#elem as ::chainrule::Element>::from_f64(weight_decay),
                 );
-                self.train_pass(x, t, ::core::option::Option::Some(step))
+                self.train_pass(x, t, Some(step))
             }
         }
     }

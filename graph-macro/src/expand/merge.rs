@@ -16,7 +16,7 @@ impl Family for MergeKernels {
         Some(Method {
             math: self.forward_math,
             note: g.shapes_note(node),
-            body: quote!(::chainrule::kernels::#kernel(#a, #b, self.#y.view_mut());),
+            body: quote!(kernels::#kernel(#a, #b, self.#y.view_mut());),
         })
     }
 
@@ -31,7 +31,7 @@ impl Family for MergeKernels {
             let (a, b) = (g.pass_view(this.inputs[0]), g.pass_view(this.inputs[1]));
             let (dy, dx) = (g.grad_view(this.output), g.grad_view_mut(input));
             body.extend(quote! {
-                ::chainrule::kernels::#kernel(#a, #b, self.#y.view(), #dy, #dx, #mode);
+                kernels::#kernel(#a, #b, self.#y.view(), #dy, #dx, #mode);
             });
         }
         (!body.is_empty()).then(|| Method {

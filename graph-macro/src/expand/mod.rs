@@ -13,7 +13,8 @@ mod concat;
 mod loss;
 mod merge;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -62,6 +63,7 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
         plan,
         ty: &ty,
         reads_batch: Cell::new(false),
+        math_docs: RefCell::default(),
     };
     let (fields, rest) = generator.generate();
     match &def.form {
@@ -75,20 +77,42 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
             let gradcheck = gradcheck
                 .as_ref()
                 .and_then(|_| generator.gradcheck_test(body));
-            let mut item = quote! {
-                #(#attrs)*
-                #vis struct #ty { #fields }
-            };
-            item.extend(rest);
+            let mut item = braced(quote!(#(#attrs)* #vis struct #ty), fields);
+            // The impls go in an anonymous scope of their own, where the short names of
+            // `prelude` cannot meet the user's.
+            let mut scope = prelude();
+            scope.extend(rest);
+            item.extend(braced(quote!(const _: () =), scope));
+            item.extend(quote!(;));
             item.extend(gradcheck);
             item
         }
         Form::Expr => {
-            let mut block = quote!(struct #ty { #fields });
+            let mut block = braced(quote!(struct #ty), fields);
+            block.extend(prelude());
             block.extend(rest);
             block.extend(quote!(<#ty as ::core::default::Default>::default()));
             braced(TokenStream::new(), block)
         }
+    }
+}
+
+/// The names the generated impls use often, imported in the scope around them: a network's
+/// expansion time is mostly its tokens, and `kernels::relu_forward` is a third of
+/// `::chainrule::kernels::relu_forward`'s.
+fn prelude() -> TokenStream {
+    quote! {
+        #[allow(unused_imports)]
+        use ::chainrule::{
+            __private as private,
+            kernels::{self, GradMode},
+            ndarray::{Array2, ArrayView2, ArrayViewMut2},
+        };
+        #[allow(unused_imports)]
+        use ::core::{
+            option::Option::{self, None, Some},
+            result::Result::{Err, Ok},
+        };
     }
 }
 
@@ -99,13 +123,16 @@ struct Generator<'a> {
     /// Set when generated code reads the batch (an input value): the method being generated
     /// then takes the batch as a parameter.
     reads_batch: Cell<bool>,
+    /// Each op's math as a doc line, made once: escaping a string into a literal is much of a
+    /// large network's expansion time.
+    math_docs: RefCell<HashMap<&'static str, Literal>>,
 }
 
 impl quote::ToTokens for GradMode {
     fn to_tokens(&self, tokens: &mut TokenStream) {
         tokens.extend(match self {
-            GradMode::Set => quote!(::chainrule::kernels::GradMode::Set),
-            GradMode::Add => quote!(::chainrule::kernels::GradMode::Add),
+            GradMode::Set => quote!(GradMode::Set),
+            GradMode::Add => quote!(GradMode::Add),
         });
     }
 }
@@ -141,12 +168,13 @@ impl Generator<'_> {
                     dims.join(" × ")
                 );
                 let shape = param.shape.iter().copied().map(lit);
-                param_fields.push(quote! {
+                param_fields.push(moved_quote! {
                     #[doc = #doc]
                     pub #field: ::chainrule::Param<#elem, ::chainrule::ndarray::#rank>
                 });
-                param_news
-                    .push(quote! { #field: ::chainrule::Param::zeros(#param_name, (#(#shape,)*)) });
+                param_news.push(
+                    moved_quote! { #field: ::chainrule::Param::zeros(#param_name, (#(#shape,)*)) },
+                );
                 let how = match param.init {
                     ResolvedInit::Weight { fan_in } => {
                         let fan_in = lit(fan_in);
@@ -154,7 +182,7 @@ impl Generator<'_> {
                     }
                     ResolvedInit::Zero => quote!(::chainrule::ParamInit::Zero),
                 };
-                param_inits.push(quote! { self.#field.init(#how, init, &mut rng); });
+                param_inits.push(moved_quote! { self.#field.init(#how, init, &mut rng); });
                 param_names.push((param_name, field));
             }
         }
@@ -164,9 +192,9 @@ impl Generator<'_> {
                 &mut self,
                 precision: ::chainrule::WeightPrecision,
             ) -> ::chainrule::Result<()> {
-                ::chainrule::__private::check_weight_precision::<#elem>(#name, precision)?;
+                private::check_weight_precision::<#elem>(#name, precision)?;
                 #(self.#matrices.set_one_row_precision(precision);)*
-                ::core::result::Result::Ok(())
+                Ok(())
             }
         };
 
@@ -174,19 +202,15 @@ impl Generator<'_> {
         let mut buffer_fields = Vec::new();
         let mut buffer_news = Vec::new();
         let (mut value_resizes, mut grad_resizes) = (Vec::new(), Vec::new());
-        let mut buffer =
-            |field: Ident, doc: String, width: usize, resizes: &mut Vec<TokenStream>| {
-                let width = lit(width);
-                buffer_fields.push(quote! {
-                    #[doc = #doc]
-                    #field: ::chainrule::ndarray::Array2<#elem>
-                });
-                buffer_news
-                    .push(quote! { #field: ::chainrule::ndarray::Array2::zeros((0, #width)) });
-                resizes.push(
-                    quote! { ::chainrule::__private::resize_rows(&mut self.#field, rows, #width); },
-                );
-            };
+        let mut buffer = |field: Ident, doc: String, width: usize, resizes: &mut Vec<Moved>| {
+            let width = lit(width);
+            buffer_fields.push(moved_quote! {
+                #[doc = #doc]
+                #field: ::chainrule::ndarray::Array2<#elem>
+            });
+            buffer_news.push(moved_quote! { #field: Array2::zeros((0, #width)) });
+            resizes.push(moved_quote! { private::resize_rows(&mut self.#field, rows, #width); });
+        };
         for (v, value) in net.values.iter().enumerate() {
             if value.producer.is_some() && !self.is_loss_output(v) {
                 let doc = format!(" Values of {}: batch × {}.", self.doc_name(v), value.shape);
@@ -215,11 +239,11 @@ impl Generator<'_> {
 
         // The batch, kept for a later `backward` (`gradient` reads it in place instead).
         let input_width = self.input_width();
-        buffer_fields.push(quote! {
+        buffer_fields.push(moved_quote! {
             /// The last batch given to `forward` or `loss`, kept for the backward pass.
             input: ::chainrule::ndarray::Array2<#elem>
         });
-        buffer_news.push(quote! { input: ::chainrule::ndarray::Array2::zeros((0, #input_width)) });
+        buffer_news.push(moved_quote! { input: Array2::zeros((0, #input_width)) });
 
         // One method per node and pass.
         let mut methods = Vec::new();
@@ -240,13 +264,13 @@ impl Generator<'_> {
             let body = method.body;
             methods.push(braced(
                 quote! {
-                    #[doc = #doc]
+                    #doc
                     #[inline]
                     fn #forward(&mut self, #params)
                 },
                 body,
             ));
-            forward_calls.push(quote!(self.#forward(#args);));
+            forward_calls.push(moved_quote!(self.#forward(#args);));
         }
         // Backward in reverse order; the loss (last) has written its input's gradient already.
         let mut backward_calls = Vec::new();
@@ -267,7 +291,7 @@ impl Generator<'_> {
             let (mut params, mut args) = self.batch_param(reads);
             if this.op.updates_params() || plan.nodes[node].gated_into.is_some() {
                 let comma = (!params.is_empty()).then(|| quote!(,));
-                params.extend(quote!(#comma sgd: ::core::option::Option<(#elem, #elem)>));
+                params.extend(quote!(#comma sgd: Option<(#elem, #elem)>));
                 args.extend(quote!(#comma sgd));
                 backward_updates = true;
             }
@@ -275,13 +299,13 @@ impl Generator<'_> {
             let body = method.body;
             methods.push(braced(
                 quote! {
-                    #[doc = #doc]
+                    #doc
                     #[inline]
                     fn #backward(&mut self, #params)
                 },
                 body,
             ));
-            backward_calls.push(quote!(self.#backward(#args);));
+            backward_calls.push(moved_quote!(self.#backward(#args);));
         }
 
         let output_width = lit(net.values[net.output].shape.size());
@@ -306,16 +330,16 @@ impl Generator<'_> {
         let names = param_names.iter().map(|(name, _)| name);
         let ref_arms = param_names
             .iter()
-            .map(|(name, field)| quote!(#name => ::core::result::Result::Ok(self.#field.view()),));
-        let mut_arms = param_names.iter().map(
-            |(name, field)| quote!(#name => ::core::result::Result::Ok(self.#field.view_mut()),),
-        );
+            .map(|(name, field)| moved_quote!(#name => Ok(self.#field.view()),));
+        let mut_arms = param_names
+            .iter()
+            .map(|(name, field)| moved_quote!(#name => Ok(self.#field.view_mut()),));
         let visit = param_names
             .iter()
-            .map(|(_, field)| quote!(f(self.#field.view());));
+            .map(|(_, field)| moved_quote!(f(self.#field.view());));
         let visit_mut = param_names
             .iter()
-            .map(|(_, field)| quote!(f(self.#field.view_mut());));
+            .map(|(_, field)| moved_quote!(f(self.#field.view_mut());));
 
         let grad_inputs: Vec<(&String, TokenStream)> = net
             .inputs
@@ -326,7 +350,7 @@ impl Generator<'_> {
         let grad_input_names = grad_inputs.iter().map(|(name, _)| name);
         let grad_input_arms = grad_inputs
             .iter()
-            .map(|(name, view)| quote!(#name => ::core::result::Result::Ok(#view),));
+            .map(|(name, view)| moved_quote!(#name => Ok(#view),));
         let values_visit = self.values_visit();
         let dot_with_values = self.dot_with_values();
 
@@ -348,7 +372,7 @@ impl Generator<'_> {
                     let mut net = #ty {
                         #(#param_news,)*
                         #(#buffer_news,)*
-                        pass: ::chainrule::__private::Pass::None,
+                        pass: private::Pass::None,
                     };
                     ::chainrule::Network::init(&mut net, init, seed);
                     net
@@ -367,7 +391,7 @@ impl Generator<'_> {
                 }
 
                 /// The forward pass over `batch`, in topological order.
-                fn run_forward(&mut self, batch: ::chainrule::ndarray::ArrayView2<'_, #elem>) {
+                fn run_forward(&mut self, batch: ArrayView2<'_, #elem>) {
                     #forward_unused
                     #(#forward_calls)*
                 }
@@ -378,8 +402,8 @@ impl Generator<'_> {
                 /// them instead of storing their gradients.
                 fn run_backward(
                     &mut self,
-                    batch: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                    sgd: ::core::option::Option<(#elem, #elem)>,
+                    batch: ArrayView2<'_, #elem>,
+                    sgd: Option<(#elem, #elem)>,
                 ) {
                     #backward_unused
                     #(#backward_calls)*
@@ -388,7 +412,7 @@ impl Generator<'_> {
                 /// Runs `pass` on the kept batch.
                 fn on_kept_batch<R>(
                     &mut self,
-                    pass: impl FnOnce(&mut Self, ::chainrule::ndarray::ArrayView2<'_, #elem>) -> R,
+                    pass: impl FnOnce(&mut Self, ArrayView2<'_, #elem>) -> R,
                 ) -> R {
                     let batch = ::core::mem::take(&mut self.input);
                     let result = pass(self, batch.view());
@@ -429,25 +453,25 @@ impl Generator<'_> {
 
                 fn forward(
                     &mut self,
-                    x: ::chainrule::ndarray::ArrayView2<'_, #elem>,
-                ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
-                    ::chainrule::__private::check_input(#name, &x, #input_width)?;
+                    x: ArrayView2<'_, #elem>,
+                ) -> ::chainrule::Result<ArrayView2<'_, #elem>> {
+                    private::check_input(#name, &x, #input_width)?;
                     self.resize_values(x.nrows());
-                    ::chainrule::__private::copy_input(&mut self.input, x, #input_width);
+                    private::copy_input(&mut self.input, x, #input_width);
                     self.on_kept_batch(|net, batch| net.run_forward(batch));
-                    self.pass = ::chainrule::__private::Pass::Forward;
-                    ::core::result::Result::Ok(#output)
+                    self.pass = private::Pass::Forward;
+                    Ok(#output)
                 }
 
-                fn output(&self) -> ::chainrule::ndarray::ArrayView2<'_, #elem> {
+                fn output(&self) -> ArrayView2<'_, #elem> {
                     #output
                 }
 
                 fn backward_from(
                     &mut self,
-                    dy: ::chainrule::ndarray::ArrayView2<'_, #elem>,
+                    dy: ArrayView2<'_, #elem>,
                 ) -> ::chainrule::Result<()> {
-                    ::chainrule::__private::check_output_grad(
+                    private::check_output_grad(
                         #name,
                         self.pass,
                         &dy,
@@ -456,18 +480,18 @@ impl Generator<'_> {
                     )?;
                     self.resize_grads(dy.nrows());
                     #output_grad.assign(&dy);
-                    self.on_kept_batch(|net, batch| net.run_backward(batch, ::core::option::Option::None));
-                    ::core::result::Result::Ok(())
+                    self.on_kept_batch(|net, batch| net.run_backward(batch, None));
+                    Ok(())
                 }
 
                 fn input_grad(
                     &self,
                     name: &str,
-                ) -> ::chainrule::Result<::chainrule::ndarray::ArrayView2<'_, #elem>> {
+                ) -> ::chainrule::Result<ArrayView2<'_, #elem>> {
                     match name {
                         #(#grad_input_arms)*
-                        _ => ::core::result::Result::Err(
-                            ::chainrule::__private::no_input_grad(#name, name, &[#(#grad_input_names),*]),
+                        _ => Err(
+                            private::no_input_grad(#name, name, &[#(#grad_input_names),*]),
                         ),
                     }
                 }
@@ -477,8 +501,8 @@ impl Generator<'_> {
                 fn param(&self, name: &str) -> ::chainrule::Result<::chainrule::ParamRef<'_, #elem>> {
                     match name {
                         #(#ref_arms)*
-                        _ => ::core::result::Result::Err(
-                            ::chainrule::__private::unknown_param(#name, name, Self::PARAM_NAMES),
+                        _ => Err(
+                            private::unknown_param(#name, name, Self::PARAM_NAMES),
                         ),
                     }
                 }
@@ -489,8 +513,8 @@ impl Generator<'_> {
                 ) -> ::chainrule::Result<::chainrule::ParamMut<'_, #elem>> {
                     match name {
                         #(#mut_arms)*
-                        _ => ::core::result::Result::Err(
-                            ::chainrule::__private::unknown_param(#name, name, Self::PARAM_NAMES),
+                        _ => Err(
+                            private::unknown_param(#name, name, Self::PARAM_NAMES),
                         ),
                     }
                 }
@@ -618,9 +642,9 @@ impl Generator<'_> {
     fn kept_grad(&self, value: usize) -> TokenStream {
         if self.plan.grad_kept[value] {
             let grad = self.grad_view(value);
-            quote!(::core::option::Option::Some(#grad))
+            quote!(Some(#grad))
         } else {
-            quote!(::core::option::Option::None)
+            quote!(None)
         }
     }
 
@@ -636,7 +660,7 @@ impl Generator<'_> {
         }
         let position = position.into_iter().map(lit);
         quote! {
-            ::chainrule::__private::dot_with_values(
+            private::dot_with_values(
                 self,
                 <Self as ::chainrule::Network>::DOT,
                 &[#(#position),*],
@@ -644,17 +668,21 @@ impl Generator<'_> {
         }
     }
 
-    fn node_doc(&self, node: usize, math: &str, note: &str) -> String {
+    fn node_doc(&self, node: usize, math: &'static str, note: &str) -> TokenStream {
         let this = &self.net.nodes[node];
         let name = match self.net.values[this.output].name.as_deref() {
             Some(name) => format!("`{name}` = "),
             None => String::new(),
         };
-        format!(
-            " {name}`{}` = `{}`: {math}.{note}",
-            this.ident,
-            this.layer.describe()
-        )
+        let head = format!(" {name}`{}` = `{}`:", this.ident, this.layer.describe());
+        let math = self
+            .math_docs
+            .borrow_mut()
+            .entry(math)
+            .or_insert_with(|| Literal::string(&format!(" {math}.")))
+            .clone();
+        let note = (!note.is_empty()).then(|| quote!(#[doc = #note]));
+        quote!(#[doc = #head] #[doc = #math] #note)
     }
 
     /// A forward method's note on shapes: ` 784 → 50 features.`, ` 30×24×24 → 30×12×12.`
@@ -689,10 +717,7 @@ impl Generator<'_> {
     fn batch_param(&self, reads: bool) -> (TokenStream, TokenStream) {
         let elem = &self.net.elem;
         if reads {
-            (
-                quote!(batch: ::chainrule::ndarray::ArrayView2<'_, #elem>),
-                quote!(batch),
-            )
+            (quote!(batch: ArrayView2<'_, #elem>), quote!(batch))
         } else {
             (quote!(), quote!())
         }
@@ -716,10 +741,7 @@ impl Generator<'_> {
             let buffer = self.value_field(value);
             return quote!(self.#buffer.view());
         }
-        self.input_columns(
-            value,
-            quote!(::chainrule::__private::kept_input(&self.input, self.pass)),
-        )
+        self.input_columns(value, quote!(private::kept_input(&self.input, self.pass)))
     }
 
     /// An input's columns of a batch (a view): the whole of it when the network has one input.
@@ -805,7 +827,7 @@ impl Generator<'_> {
         let (field, width) = self.grad_slot_of(value);
         match width {
             None => quote!(self.#field.view()),
-            Some(width) => quote!(::chainrule::__private::slot(&self.#field, #width)),
+            Some(width) => quote!(private::slot(&self.#field, #width)),
         }
     }
 
@@ -814,7 +836,7 @@ impl Generator<'_> {
         let (field, width) = self.grad_slot_of(value);
         match width {
             None => quote!(self.#field.view_mut()),
-            Some(width) => quote!(::chainrule::__private::slot_mut(&mut self.#field, #width)),
+            Some(width) => quote!(private::slot_mut(&mut self.#field, #width)),
         }
     }
 
@@ -845,6 +867,27 @@ impl Generator<'_> {
         format_ident!("{}_{}", self.net.nodes[node].ident, param)
     }
 }
+
+/// Tokens that `quote!` moves into place where they are interpolated, where it would copy a
+/// `TokenStream` token by token (an expansion's time is mostly its tokens). Each is interpolated
+/// once.
+struct Moved(RefCell<Option<TokenStream>>);
+
+impl quote::ToTokens for Moved {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        let moved = self.0.take().expect("generated tokens interpolated twice");
+        // As one stream, not tree by tree: inside the compiler that is one call across the bridge.
+        tokens.extend(std::iter::once(moved));
+    }
+}
+
+/// `quote!`, as tokens that are moved rather than copied where they are interpolated.
+macro_rules! moved_quote {
+    ($($tt:tt)*) => {
+        Moved(RefCell::new(Some(quote!($($tt)*))))
+    };
+}
+use moved_quote;
 
 /// `prefix { body }`, with `body` moved into the braces (`quote!` would copy it).
 fn braced(mut prefix: TokenStream, body: TokenStream) -> TokenStream {
