@@ -4,7 +4,10 @@
 //!   (forward, backward, SGD lr 0.1): `sgd_step`, and the same step unfused (`gradient`, then
 //!   `Sgd::step`);
 //! - W2 "wide": 784-1024-1024-10 with relu, batch 256, a training step;
-//! - W3 "latency": 784-50-10 forward on one sample.
+//! - W3 "latency": 784-50-10 forward on one sample;
+//! - W4 "conv": the book's SimpleConvNet (conv 30×5×5, ReLU, max pool 2, 4320-100-10), batch 100,
+//!   a training step; W5 "conv latency": its forward pass on one image. No naive baseline here:
+//!   `benches/peers/compare.sh` measures them against the peers.
 //!
 //! `cargo bench --bench steps`; the per-iteration times give steps/s (1 / time) and the ratio to
 //! the baseline in the same group. Both cores by default; one with
@@ -29,6 +32,13 @@ network! {
     struct Wide {
         affine(784, 1024) -> relu -> affine(1024, 1024) -> relu -> affine(1024, 10)
             -> softmax_cross_entropy
+    }
+}
+
+network! {
+    struct SimpleConv {
+        input(1, 28, 28) -> conv2d(1, 30, 5) -> relu -> max_pool(2)
+            -> affine(4320, 100) -> relu -> affine(100, 10) -> softmax_cross_entropy
     }
 }
 
@@ -130,9 +140,29 @@ fn w3(c: &mut Criterion) {
     group.finish();
 }
 
+fn w4(c: &mut Criterion) {
+    let mut net = SimpleConv::new(Init::Std(0.01), 0);
+    let (x, t) = data(100, 0);
+    let mut group = c.benchmark_group("W4 conv SimpleConvNet batch 100");
+    group.bench_function("chainrule", |b| {
+        b.iter(|| net.sgd_step(black_box(x.view()), &t, 0.1).unwrap())
+    });
+    group.finish();
+}
+
+fn w5(c: &mut Criterion) {
+    let mut net = SimpleConv::new(Init::Std(0.01), 0);
+    let (x, _) = data(1, 1);
+    let mut group = c.benchmark_group("W5 conv latency SimpleConvNet batch 1");
+    group.bench_function("chainrule", |b| {
+        b.iter(|| net.forward(black_box(x.view())).unwrap()[[0, 0]])
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = w1, w2, w3
+    targets = w1, w2, w3, w4, w5
 }
 criterion_main!(benches);

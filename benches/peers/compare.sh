@@ -2,8 +2,9 @@
 # chainrule against the peers of ../shared/peers (numpy, PyTorch, JAX, candle, dfdx, burn, naive
 # ndarray), all measured in one run on this machine, printed as one set of markdown tables.
 #
-#   benches/peers/compare.sh                 # RUNS=3 rounds at 1 and 2 threads (~20 min)
-#   RUNS=1 ONLY="numpy jax naive" benches/peers/compare.sh
+#   benches/peers/compare.sh                 # RUNS=3 rounds at 1 and 2 threads, W1-W6
+#   RUNS=1 ONLY="numpy jax naive" WORKLOADS=W1,W2,W3 benches/peers/compare.sh
+#   ONLY=conv WORKLOADS=W4,W5,W6 benches/peers/compare.sh   # the convolutional workloads alone
 #
 # Each round runs the peers' own run_all.sh for one run, then chainrule at every thread count with
 # the same settings (1 thread: `taskset -c 0` and every thread knob at 1; 2 threads: knobs at 2),
@@ -11,7 +12,8 @@
 # sets up what they need (a Python venv with numpy, jax and torch, Debian's OpenBLAS) and builds
 # the Rust peers: the first call takes much longer than the later ones.
 #
-# Knobs: RUNS, THREADS, ONLY (as in run_all.sh), PEERS (default ../shared/peers beside the
+# Knobs: RUNS, THREADS, ONLY (as in run_all.sh), WORKLOADS (chainrule's, default all six),
+# PEERS (default ../shared/peers beside the
 # repository), PEERS_WORK (where the peers are built and measured, default /tmp/peers-work),
 # RAW (where the JSON lines and tables.md go).
 set -euo pipefail
@@ -20,7 +22,8 @@ PEERS=$(cd "${PEERS:-$ROOT/../shared/peers}" && pwd)
 export PEERS_WORK=${PEERS_WORK:-${TMPDIR:-/tmp}/peers-work}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-"1 2"}
-ONLY=${ONLY:-"gemm numpy torch torchc jax naive candle dfdx burn"}
+ONLY=${ONLY:-"mlp conv"}
+WORKLOADS=${WORKLOADS:-W1,W2,W3,W4,W5,W6}
 RAW=${RAW:-$PEERS_WORK/raw/chainrule-$(date +%Y%m%d-%H%M%S)}
 log() { echo "[compare $(date +%H:%M:%S)] $*" >&2; }
 
@@ -39,7 +42,7 @@ ours() { # threads
   local t=$1 pre=()
   [ "$t" = 1 ] && pre=(taskset -c 0)
   "${pre[@]}" env MATMUL_NUM_THREADS="$t" CHAINRULE_THREADS="$t" \
-    "$OURS/target/release/peer-chainrule" --threads "$t" >>"$RAW/run$r.jsonl"
+    "$OURS/target/release/peer-chainrule" --threads "$t" --workloads "$WORKLOADS" >>"$RAW/run$r.jsonl"
 }
 
 for r in $(seq 1 "$RUNS"); do

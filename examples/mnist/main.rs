@@ -36,11 +36,21 @@ network! {
     }
 }
 
+network! {
+    /// The book's SimpleConvNet (chapter 7): 30 filters of 5×5, a 2×2 max pool, then two affine
+    /// layers. `affine(4320, 100)` reads the pool's 30×12×12 as features.
+    pub struct ConvNet {
+        input(1, 28, 28) -> conv2d(1, 30, 5) -> relu -> max_pool(2)
+            -> affine(4320, 100) -> relu -> affine(100, 10) -> softmax_cross_entropy
+    }
+}
+
 /// Train a network on MNIST, or on any data set in its IDX format.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The network: the book's 784-50-10, or 784-256-256-256-10.
+    /// The network: the book's 784-50-10, 784-256-256-256-10, or the book's convolutional net
+    /// (use it with `--optimizer adam --lr 0.001`, as the book does).
     #[arg(long, value_enum, default_value_t = Arch::TwoLayer)]
     arch: Arch,
     /// Training iterations (mini-batches) [default: 10000, the book's, ≈17 epochs at batch 100].
@@ -99,6 +109,8 @@ enum Arch {
     TwoLayer,
     /// 784-256-256-256-10, ReLU.
     Deep,
+    /// conv 30×5×5 - ReLU - max pool 2 - 100 - ReLU - 10 (the book's SimpleConvNet).
+    Conv,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +170,7 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
             started,
         ),
         Arch::Deep => train_net(DeepNet::new(init, args.seed), optim, args, &data, started),
+        Arch::Conv => train_net(ConvNet::new(init, args.seed), optim, args, &data, started),
     }
 }
 
@@ -224,6 +237,14 @@ where
         N::PARAMS,
         args.batch_size,
         if epochs == 1 { "" } else { "s" }
+    );
+    println!(
+        "cost per sample: {:.2} MFLOP forward, {:.2} MFLOP a training step; parameters {:.2} MB, \
+         activations {:.1} kB in training",
+        N::FLOPS_FORWARD as f64 / 1e6,
+        N::FLOPS_TRAINING as f64 / 1e6,
+        N::PARAM_BYTES as f64 / 1e6,
+        N::ACTIVATION_BYTES_TRAINING as f64 / 1e3,
     );
 
     let mut history = vec![record(&mut net, 0, train, test, args.batch_size)?];

@@ -15,7 +15,7 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 use crate::errors::Errors;
 use crate::graph::{Graph, Node};
 use crate::ops::{
-    self, ArgKind, ArgSpec, ArgValue, Args, Bound, Incoming, InitSpec, OpSpec, ShapeIn,
+    self, ArgKind, ArgSpec, ArgValue, Args, Bound, Incoming, InitSpec, Kernels, OpSpec, ShapeIn,
 };
 use crate::parse::{Argument, Form, Layer, NetworkDef};
 use crate::shape::{MAX_RANK, Shape};
@@ -273,16 +273,25 @@ pub fn check<'a>(
                         shape
                     }
                     None => {
-                        errors.push(syn::Error::new_spanned(
-                            layer,
+                        let images = matches!(op.kernels, Kernels::Conv(_) | Kernels::Pool(_));
+                        let message = if images {
                             format!(
-                                "the network's input width is unknown: `{}` takes any width, so the \
-                                 network must begin with a layer that fixes it, such as \
+                                "the network's input shape is unknown: `{}` works on images of \
+                                 any size, so the network must begin with its input, such as \
+                                 `input(1, 28, 28) -> {}` (channels, height, width)",
+                                layer.describe(),
+                                layer.describe()
+                            )
+                        } else {
+                            format!(
+                                "the network's input width is unknown: `{}` takes any width, so \
+                                 the network must begin with a layer that fixes it, such as \
                                  `affine(784, 50)`, or with its input: `input(784) -> {}`",
                                 layer.describe(),
                                 layer.describe()
-                            ),
-                        ));
+                            )
+                        };
+                        errors.push(syn::Error::new_spanned(layer, message));
                         break;
                     }
                 },
@@ -534,10 +543,14 @@ fn arguments(layer: &Layer, op: &OpSpec, errors: &mut Errors) -> Option<Args> {
             ok = false;
         }
     }
-    let mut values = Vec::with_capacity(op.args.len());
+    let mut values: Vec<ArgValue> = Vec::with_capacity(op.args.len());
     for (spec, slot) in op.args.iter().zip(slots) {
         let value = match slot {
-            None => spec.default.clone(),
+            // A default that is another argument's value: that argument comes earlier.
+            None => match &spec.default {
+                Some(ArgValue::SameAs(index)) => values.get(*index).cloned(),
+                default => default.clone(),
+            },
             Some(expr) => match read_argument(expr, spec.kind) {
                 Ok(value) => Some(value),
                 Err(problem) => {
@@ -617,6 +630,8 @@ fn signature(op: &OpSpec) -> String {
             Some(ArgValue::Whole(value)) => format!("{} = {value}", spec.name),
             Some(ArgValue::Real(value)) => format!("{} = {value}", spec.name),
             Some(ArgValue::Dims(_)) => spec.name.to_owned(),
+            Some(ArgValue::Flag(value)) => format!("{} = {value}", spec.name),
+            Some(ArgValue::SameAs(index)) => format!("{} = {}", spec.name, op.args[*index].name),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -632,6 +647,24 @@ fn read_argument(expr: &Expr, kind: ArgKind) -> Result<ArgValue, String> {
         ArgKind::Whole { min } => whole(expr, min).map(ArgValue::Whole),
         ArgKind::Real { min, max } => real(expr, min, max).map(ArgValue::Real),
         ArgKind::Dims => whole(expr, 1).map(|dim| ArgValue::Dims(vec![dim])),
+        ArgKind::Flag => flag(expr).map(ArgValue::Flag),
+    }
+}
+
+/// `true` or `false`.
+fn flag(expr: &Expr) -> Result<bool, String> {
+    match expr {
+        Expr::Group(group) => flag(&group.expr),
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(value),
+            ..
+        }) => Ok(value.value),
+        _ => Err(format!(
+            "must be `true` or `false`, not `{}`",
+            quote::ToTokens::to_token_stream(expr)
+                .to_string()
+                .replace(' ', "")
+        )),
     }
 }
 

@@ -104,6 +104,8 @@ pub fn topology(net: &Checked) -> String {
                 ArgValue::Whole(value) => format!("{} = {value}", spec.name),
                 ArgValue::Real(value) => format!("{} = {value:?}", spec.name),
                 ArgValue::Dims(dims) => format!("{} = {dims:?}", spec.name),
+                ArgValue::Flag(value) => format!("{} = {value}", spec.name),
+                ArgValue::SameAs(index) => format!("{} = {}", spec.name, node.op.args[*index].name),
             })
             .collect();
         let args = if args.is_empty() {

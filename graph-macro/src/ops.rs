@@ -57,6 +57,8 @@ pub enum ArgKind {
     Real { min: Bound, max: Bound },
     /// One to three dimensions, the rest of the arguments: the shape of an `input`.
     Dims,
+    /// `true` or `false`.
+    Flag,
 }
 
 /// One end of a real argument's range.
@@ -75,6 +77,10 @@ pub enum ArgValue {
     Whole(usize),
     Real(f64),
     Dims(Vec<usize>),
+    Flag(bool),
+    /// As a default only: the value of the argument at this index (a pool's `stride` is its
+    /// `window` unless written).
+    SameAs(usize),
 }
 
 /// An op's arguments, one per [`ArgSpec`], defaults filled in.
@@ -87,6 +93,14 @@ impl Args {
         match self.0[index] {
             ArgValue::Whole(value) => value,
             ref other => unreachable!("argument {index} is {other:?}, not a whole number"),
+        }
+    }
+
+    /// The flag argument at `index`.
+    pub fn flag(&self, index: usize) -> bool {
+        match self.0[index] {
+            ArgValue::Flag(value) => value,
+            ref other => unreachable!("argument {index} is {other:?}, not a flag"),
         }
     }
 
@@ -192,6 +206,8 @@ pub enum Kernels {
     Merge(MergeKernels),
     Concat(ConcatKernels),
     Loss(LossKernels),
+    Conv(ConvKernels),
+    Pool(PoolKernels),
 }
 
 /// `forward(x, w, b, y)`, `backward_input(w, dy, dx, mode)`, and `backward_params(x, dy, &mut
@@ -232,6 +248,32 @@ pub struct MergeKernels {
 pub struct ConcatKernels {
     pub forward: &'static str,
     pub backward: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// A 2-D convolution, its geometry (`kernels::Conv2d`) and scratch (`kernels::ConvScratch`) last:
+/// `forward(x, w, b, y, scratch, geometry)`, `backward_input(w, dy, dx, mode, scratch, geometry)`,
+/// and `backward_params(x, dy, &mut weight, &mut bias, sgd, scratch, geometry)` (the parameters'
+/// gradients, or a step of SGD in their place).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvKernels {
+    pub forward: &'static str,
+    pub backward_input: &'static str,
+    pub backward_params: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// A 2-D pooling, its geometry (`kernels::Pool2d`) last: `forward(x, y, [state,] geometry)` and
+/// `backward(dy, dx, mode, [state,] geometry)`, with the state a forward pass keeps for the
+/// backward one, if the op has any (a max pool's argmax).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolKernels {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    /// The runtime type of the state, in `kernels`, if there is one.
+    pub state: Option<&'static str>,
     pub forward_math: &'static str,
     pub backward_math: &'static str,
 }
@@ -582,6 +624,148 @@ pub static OPS: &[OpSpec] = &[
         }),
         cost: costs::none,
     },
+    OpSpec {
+        name: "conv2d",
+        aliases: &[],
+        elsewhere: &["conv", "convolution", "conv2"],
+        args: &[
+            ArgSpec {
+                name: "in",
+                kind: DIM,
+                default: None,
+            },
+            ArgSpec {
+                name: "out",
+                kind: DIM,
+                default: None,
+            },
+            ArgSpec {
+                name: "kernel",
+                kind: DIM,
+                default: None,
+            },
+            ArgSpec {
+                name: "stride",
+                kind: DIM,
+                default: Some(ArgValue::Whole(1)),
+            },
+            ArgSpec {
+                name: "pad",
+                kind: ArgKind::Whole { min: 0 },
+                default: Some(ArgValue::Whole(0)),
+            },
+            ArgSpec {
+                name: "exact",
+                kind: ArgKind::Flag,
+                default: Some(ArgValue::Flag(true)),
+            },
+        ],
+        inputs: Inputs::Chain,
+        shape: rules::conv2d,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[
+            ParamSpec {
+                name: "weight",
+                dims: &[1, 0, 2, 2],
+                init: InitSpec::Weight { fan_in: &[0, 2, 2] },
+            },
+            ParamSpec {
+                name: "bias",
+                dims: &[1],
+                init: InitSpec::Zero,
+            },
+        ],
+        kernels: Kernels::Conv(ConvKernels {
+            forward: "conv2d_forward",
+            backward_input: "conv2d_backward_input",
+            backward_params: "conv2d_param_grads_or_step",
+            forward_math: "y[o, i, j] = b[o] + Σ_c,u,v W[o, c, u, v]·x[c, s·i + u − p, s·j + v − p] (zero outside x)",
+            backward_math: "dx = the same sums run backwards (dy spread through W), dW[o, c, u, v] = Σ_rows,i,j dy[o, i, j]·x[c, s·i + u − p, s·j + v − p], db = Σ_rows,i,j dy (with `sgd = Some((η, λ))`: W ← (1 − η·λ)·W − η·dW, b −= η·db, in place of dW and db)",
+        }),
+        cost: costs::conv2d,
+    },
+    OpSpec {
+        name: "max_pool",
+        aliases: &[],
+        elsewhere: &["maxpool", "max_pool2d", "maxpool2d", "pool"],
+        args: POOL_ARGS,
+        inputs: Inputs::Chain,
+        shape: rules::pool,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Pool(PoolKernels {
+            forward: "max_pool_forward",
+            backward: "max_pool_backward",
+            state: Some("PoolArgmax"),
+            forward_math: "y[c, i, j] = the largest x[c, s·i + u − p, s·j + v − p] of the window (−∞ outside x)",
+            backward_math: "dx = dy at each window's largest input (kept by the forward pass), 0 elsewhere",
+        }),
+        cost: costs::pool,
+    },
+    OpSpec {
+        name: "avg_pool",
+        aliases: &[],
+        elsewhere: &["avgpool", "avg_pool2d", "avgpool2d", "mean_pool"],
+        args: POOL_ARGS,
+        inputs: Inputs::Chain,
+        shape: rules::pool,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Pool(PoolKernels {
+            forward: "avg_pool_forward",
+            backward: "avg_pool_backward",
+            state: None,
+            forward_math: "y[c, i, j] = the mean of the window's window² inputs (zeros outside x count)",
+            backward_math: "dx = dy / window², spread over each window",
+        }),
+        cost: costs::pool,
+    },
+    OpSpec {
+        name: "flatten",
+        aliases: &[],
+        elsewhere: &["reshape", "view", "ravel"],
+        args: &[],
+        inputs: Inputs::Chain,
+        shape: rules::flatten,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Activation(ActivationKernels {
+            forward: "flatten_forward",
+            backward: "flatten_backward",
+            forward_math: "y = x, channels × height × width read as features",
+            backward_math: "dx = dy",
+        }),
+        cost: costs::none,
+    },
+];
+
+/// A pooling's arguments: its window, the stride (the window unless written), the padding, and
+/// whether the windows must tile the padded input exactly.
+const POOL_ARGS: &[ArgSpec] = &[
+    ArgSpec {
+        name: "window",
+        kind: DIM,
+        default: None,
+    },
+    ArgSpec {
+        name: "stride",
+        kind: DIM,
+        default: Some(ArgValue::SameAs(0)),
+    },
+    ArgSpec {
+        name: "pad",
+        kind: ArgKind::Whole { min: 0 },
+        default: Some(ArgValue::Whole(0)),
+    },
+    ArgSpec {
+        name: "exact",
+        kind: ArgKind::Flag,
+        default: Some(ArgValue::Flag(true)),
+    },
 ];
 
 /// The shape rules the table names.
@@ -602,10 +786,10 @@ mod rules {
     pub fn affine(op: &ShapeIn) -> Result<Shape, String> {
         let (want, out) = (op.args.whole(0), op.args.whole(1));
         let input = &op.inputs[0];
-        if input.shape.rank() > 1 {
+        if input.shape.rank() > 1 && input.shape.size() != want {
             return Err(format!(
-                "{} takes {want} features, but {} produces {}{}: an affine layer reads \
-                 features (rank 1), and {} has {} elements per sample",
+                "{} takes {want} features, but {} produces {}{}: an affine layer reads each \
+                 sample's {} elements as features (what `flatten` gives), so its `in` is {}",
                 op.layer,
                 input.from,
                 input.shape,
@@ -624,6 +808,138 @@ mod rules {
             ));
         }
         Ok(Shape::features(out))
+    }
+
+    /// An image (channels × height × width), or why the input is none.
+    fn image(op: &ShapeIn) -> Result<(usize, usize, usize), String> {
+        let input = &op.inputs[0];
+        match input.shape.dims() {
+            &[c, h, w] => Ok((c, h, w)),
+            _ => Err(format!(
+                "{} works on images (channels × height × width), but {} produces {}{}",
+                op.layer,
+                input.from,
+                input.shape.describe(),
+                input.set_by
+            )),
+        }
+    }
+
+    /// The output size along one axis of `size` for a window of `window` moved by `stride` over
+    /// the input padded by `pad` on both sides, or why the window does not fit.
+    fn slide(size: usize, window: usize, stride: usize, pad: usize) -> Option<(usize, usize)> {
+        let padded = size + 2 * pad;
+        let span = padded.checked_sub(window)?;
+        Some((span / stride + 1, span % stride))
+    }
+
+    /// What a window (a kernel, or a pool's window) of `window`, `stride` and `pad` makes of the
+    /// input's height and width: the output's, or a message.
+    fn windows(
+        op: &ShapeIn,
+        what: &str,
+        (h, w): (usize, usize),
+        (window, stride, pad, exact): (usize, usize, usize, bool),
+    ) -> Result<(usize, usize), String> {
+        let input = &op.inputs[0];
+        if pad >= window {
+            return Err(format!(
+                "{}: a pad of {pad} is not smaller than the {what} ({window}), so some windows \
+                 would hold nothing but padding",
+                op.layer
+            ));
+        }
+        if what == "window" && 2 * pad > window {
+            return Err(format!(
+                "{}: a pad of {pad} is more than half the window ({window}), so a window at an \
+                 edge would be mostly padding (PyTorch refuses this too)",
+                op.layer
+            ));
+        }
+        let (Some((oh, rows_left)), Some((ow, cols_left))) =
+            (slide(h, window, stride, pad), slide(w, window, stride, pad))
+        else {
+            let padded = if pad > 0 {
+                format!(" ({}×{} padded)", h + 2 * pad, w + 2 * pad)
+            } else {
+                String::new()
+            };
+            let nothing = if what == "window" {
+                "nothing to pool"
+            } else {
+                "nothing to convolve"
+            };
+            return Err(format!(
+                "{} gets {h}×{w}{padded} from {}{}: a {window}×{window} {what} does not fit, \
+                 {nothing}",
+                op.layer, input.from, input.set_by
+            ));
+        };
+        if exact && (rows_left > 0 || cols_left > 0) {
+            let dropped = match (rows_left, cols_left) {
+                (1, 1) => "its last row and column".to_owned(),
+                (0, c) => format!("its last {c} column{}", if c == 1 { "" } else { "s" }),
+                (r, 0) => format!("its last {r} row{}", if r == 1 { "" } else { "s" }),
+                (r, c) if r == c => format!("its last {r} rows and columns"),
+                (r, c) => format!("its last {r} rows and {c} columns"),
+            };
+            return Err(format!(
+                "{}: {window}×{window} {what}s with stride {stride} do not tile the {h}×{w} of {}{} \
+                 ({} + 2·{pad} − {window} is not a multiple of {stride}), so {dropped} would be \
+                 dropped; write `exact = false` to accept that (PyTorch drops them silently)",
+                op.layer,
+                input.from,
+                input.set_by,
+                if rows_left > 0 { h } else { w },
+            ));
+        }
+        Ok((oh, ow))
+    }
+
+    /// `conv2d(in, out, kernel, stride, pad, exact)`: `in` channels in, `out` out, each side by
+    /// the usual rule `(size + 2·pad − kernel) / stride + 1`.
+    pub fn conv2d(op: &ShapeIn) -> Result<Shape, String> {
+        let (c, h, w) = image(op)?;
+        let args = op.args;
+        let (want, out, kernel) = (args.whole(0), args.whole(1), args.whole(2));
+        if c != want {
+            let input = &op.inputs[0];
+            return Err(format!(
+                "{} takes {want} channel{}, but {} has {c}{}",
+                op.layer,
+                if want == 1 { "" } else { "s" },
+                input.from,
+                input.set_by
+            ));
+        }
+        let geometry = (kernel, args.whole(3), args.whole(4), args.flag(5));
+        let (oh, ow) = windows(op, "kernel", (h, w), geometry)?;
+        Shape::new(&[out, oh, ow]).map_err(|problem| format!("{}: {problem}", op.layer))
+    }
+
+    /// `max_pool` and `avg_pool(window, stride, pad, exact)`: each channel on its own.
+    pub fn pool(op: &ShapeIn) -> Result<Shape, String> {
+        let (c, h, w) = image(op)?;
+        let args = op.args;
+        let geometry = (args.whole(0), args.whole(1), args.whole(2), args.flag(3));
+        let (oh, ow) = windows(op, "window", (h, w), geometry)?;
+        Shape::new(&[c, oh, ow]).map_err(|problem| format!("{}: {problem}", op.layer))
+    }
+
+    /// `flatten`: an image's elements as features.
+    pub fn flatten(op: &ShapeIn) -> Result<Shape, String> {
+        let input = &op.inputs[0];
+        if input.shape.rank() == 1 {
+            return Err(format!(
+                "{} reads an image (channels × height × width) as features, but {} has \
+                 features already ({}{})",
+                op.layer,
+                input.from,
+                input.shape.describe(),
+                input.set_by
+            ));
+        }
+        Ok(Shape::features(input.shape.size()))
     }
 
     /// Features (rank 1), at least `MIN` of them; gives the same.
@@ -727,6 +1043,31 @@ mod costs {
         }
     }
 
+    /// Per output element, a sum over the kernel's `in·kernel²` inputs (a multiply-add each) and
+    /// the bias; the gradients: as many multiply-adds for `dx` and for `dW`, and the bias's sums.
+    pub fn conv2d(op: &CostIn) -> Cost {
+        let per_output = (op.args.whole(0) * op.args.whole(2) * op.args.whole(2)) as u64;
+        let n = op.output.size() as u64;
+        Cost {
+            forward: 2 * per_output * n + n,
+            input_grad: 2 * per_output * n,
+            param_grad: 2 * per_output * n + n,
+        }
+    }
+
+    /// Per output element, a comparison or an add per element of the window; the gradient: one
+    /// store per output element (a max pool) or per element of its window (an average pool),
+    /// counted as the former.
+    pub fn pool(op: &CostIn) -> Cost {
+        let window = (op.args.whole(0) * op.args.whole(0)) as u64;
+        let n = op.output.size() as u64;
+        Cost {
+            forward: window * n,
+            input_grad: n,
+            param_grad: 0,
+        }
+    }
+
     /// A product of `in × out` multiply-adds and `out` bias adds; the gradients: one product each
     /// for `dx` and `dW`, and the bias's sums.
     pub fn affine(op: &CostIn) -> Cost {
@@ -749,6 +1090,8 @@ impl Kernels {
             Kernels::Merge(k) => (k.forward_math, k.backward_math),
             Kernels::Concat(k) => (k.forward_math, k.backward_math),
             Kernels::Loss(k) => (k.math, k.math),
+            Kernels::Conv(k) => (k.forward_math, k.backward_math),
+            Kernels::Pool(k) => (k.forward_math, k.backward_math),
             Kernels::Source => ("", ""),
         }
     }
@@ -757,8 +1100,10 @@ impl Kernels {
     /// that a backward method of an op reading the network's input takes the batch.
     pub fn backward_reads_inputs(&self) -> bool {
         match self {
-            Kernels::Affine(_) | Kernels::Merge(_) | Kernels::Loss(_) => true,
-            Kernels::Activation(_) | Kernels::Concat(_) | Kernels::Source => false,
+            Kernels::Affine(_) | Kernels::Merge(_) | Kernels::Loss(_) | Kernels::Conv(_) => true,
+            Kernels::Activation(_) | Kernels::Concat(_) | Kernels::Pool(_) | Kernels::Source => {
+                false
+            }
         }
     }
 }

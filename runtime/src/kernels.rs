@@ -20,6 +20,18 @@
 //!   da, mode)`, `NAME_backward_b(a, b, y, dy, db, mode)`, one per input;
 //! - concatenation along the features: `concat_forward(&[parts], y)` and
 //!   `concat_backward(dy, offset, dx, mode)` for the part starting at column `offset`;
+//! - convolutions, on batches of images stored one sample per row in channel-major order (NCHW,
+//!   `C·H·W` columns) with their geometry `g` a [`Conv2d`] and the layer's [`ConvScratch`]:
+//!   `conv2d_forward(x, w, b, y, scratch, g)` (or `conv2d_relu_forward(x, w, b, z, y, scratch,
+//!   g)` with a ReLU after), `conv2d_backward_input(w, dy, dx, mode, scratch, g)` and
+//!   [`conv2d_param_grads_or_step`]`(x, dy, weight, bias, sgd, scratch, g)`, which writes the
+//!   parameters' gradients or, with `sgd = Some((η, λ))`, an SGD step in their place, like its
+//!   affine counterpart;
+//! - pooling, on the same layout with its geometry `g` a [`Pool2d`]:
+//!   `max_pool_forward(x, y, argmax, g)` and `max_pool_backward(dy, dx, mode, argmax, g)`, the
+//!   [`PoolArgmax`] the layer keeps saying where each maximum came from;
+//!   `avg_pool_forward(x, y, g)` and `avg_pool_backward(dy, dx, mode, g)`; flattening images
+//!   into features is an activation: `flatten_forward(x, y)`, `flatten_backward(y, dy, dx, mode)`;
 //! - losses: `NAME(x, targets, dx) -> loss`: the mean loss over the batch, and its gradient with
 //!   respect to `x` written into `dx` in the same pass (the fused softmax-with-loss of the book).
 //!
@@ -33,6 +45,12 @@ use crate::Param;
 use crate::element::Element;
 pub use crate::gemm::Weights;
 use crate::gemm::{self, gemm};
+
+pub use crate::conv::{
+    Conv2d, ConvScratch, Pool2d, PoolArgmax, avg_pool_backward, avg_pool_forward,
+    conv2d_backward_input, conv2d_forward, conv2d_param_grads_or_step, conv2d_relu_forward,
+    flatten_backward, flatten_forward, max_pool_backward, max_pool_forward,
+};
 
 /// How a backward kernel stores an input gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
 pub mod checkpoint;
+mod conv;
 pub mod data;
 mod element;
 mod error;

@@ -1,25 +1,45 @@
-//! The generator of `networks.rs`: random chains and graphs from a fixed seed, and a few graphs
-//! written here by hand, each written out as a `network!` item with the description the reference
-//! evaluator runs (an op list for a chain, a node list for a graph), both made from one spec.
+//! The generator of `networks.rs`: random chains and graphs from fixed seeds (the convolutional
+//! ones from seeds of their own, after the others, so that adding them changed none of the
+//! others), and a few graphs written here by hand, each written out as a `network!` item with the
+//! description the reference evaluator runs (an op list for a chain, a node list for a graph),
+//! both made from one spec.
 //!
 //! It has its own tiny generator (splitmix64), so that its output depends on nothing but this file:
 //! no crate upgrade can change the committed networks.
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::reference::{self, Input, Loss, Merge, Node, Op};
+use super::reference::{self, Input, Loss, Merge, Node, Op, Window, avg_pool, conv2d, max_pool};
+
+/// How many chains on features (and images without convolutions) `networks.rs` holds.
+const FEATURE_CHAINS: usize = 26;
+
+/// How many convolutional chains it holds, after those.
+const CONV_CHAINS: usize = 9;
 
 /// How many chains `networks.rs` holds.
-pub const NETWORKS: usize = 26;
+pub const NETWORKS: usize = FEATURE_CHAINS + CONV_CHAINS;
+
+/// How many random graphs without convolutions it holds.
+const FEATURE_GRAPHS: usize = 7;
+
+/// How many random graphs of images with convolutions it holds, after those.
+const CONV_GRAPHS: usize = 3;
 
 /// How many random graphs `networks.rs` holds (besides the hand-written ones of [`fixed_graphs`]).
-pub const GRAPHS: usize = 7;
+pub const GRAPHS: usize = FEATURE_GRAPHS + CONV_GRAPHS;
 
 /// The seed of the chains.
 const SEED: u64 = 0x00c4_a1d2_0e1e_005f;
 
+/// The seed of the convolutional chains.
+const CONV_SEED: u64 = 0x00c4_a1d2_0e1e_0035;
+
 /// The seed of the random graphs.
 const GRAPH_SEED: u64 = 0x00c4_a1d2_0e1e_00d3;
+
+/// The seed of the random graphs with convolutions.
+const CONV_GRAPH_SEED: u64 = 0x00c4_a1d2_0e1e_0002;
 
 /// splitmix64 (Steele, Lea and Flood): tiny, and good enough to pick shapes.
 struct SplitMix64(u64);
@@ -74,6 +94,76 @@ impl SplitMix64 {
             }
         }
     }
+
+    /// A `conv2d` on images of `shape`: 1 to 3 filters, a kernel of 1 to 3, stride 1 or 2, pad 0
+    /// or 1 (smaller than the kernel); `None` if the kernel does not fit.
+    fn conv(&mut self, shape: &[usize]) -> Option<Op> {
+        let kernel = self.range(1, 3);
+        let stride = self.range(1, 2);
+        let pad = self.range(0, 1).min(kernel - 1);
+        let filters = self.range(1, 3);
+        let window = self.window(shape, kernel, stride, pad)?;
+        Some(Op::Conv2d(shape[0], filters, window))
+    }
+
+    /// A `conv2d` on images of `shape` that keeps their height and width (a kernel of 1, or of 3
+    /// padded by 1), to a number of channels mostly from `outers`, so that its output can be
+    /// merged.
+    fn same_size_conv(&mut self, shape: &[usize], outers: &[usize]) -> Op {
+        let kernel = if self.chance(50) { 1 } else { 3 };
+        let filters = if self.chance(70) {
+            self.pick(outers)
+        } else {
+            self.range(1, 3)
+        };
+        let window = Window {
+            size: kernel,
+            stride: 1,
+            pad: kernel / 2,
+            exact: true,
+        };
+        Op::Conv2d(shape[0], filters, window)
+    }
+
+    /// A pooling's window on images of `shape`: 2, mostly with stride 2 and no pad; `None` if it
+    /// does not fit.
+    fn pool(&mut self, shape: &[usize]) -> Option<Window> {
+        let stride = if self.chance(25) { 1 } else { 2 };
+        let pad = if self.chance(25) { 1 } else { 0 };
+        self.window(shape, 2, stride, pad)
+    }
+
+    /// A `max_pool` or an `avg_pool` on images of `shape`, if its window fits.
+    fn pooling(&mut self, shape: &[usize]) -> Option<Op> {
+        let max = self.chance(50);
+        let window = self.pool(shape)?;
+        Some(if max {
+            Op::MaxPool(window)
+        } else {
+            Op::AvgPool(window)
+        })
+    }
+
+    /// A window of `size`, `stride` and `pad` on images of `shape`, if it fits: `exact` unless it
+    /// does not tile them (and now and then even so).
+    fn window(
+        &mut self,
+        shape: &[usize],
+        size: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Option<Window> {
+        let mut window = Window {
+            size,
+            stride,
+            pad,
+            exact: true,
+        };
+        let (_, rows) = window.slide(shape[1])?;
+        let (_, columns) = window.slide(shape[2])?;
+        window.exact = rows == 0 && columns == 0 && !self.chance(10);
+        Some(window)
+    }
 }
 
 /// One generated chain.
@@ -99,13 +189,16 @@ impl Spec {
 
 /// The chains of `networks.rs`, in order.
 pub fn specs() -> Vec<Spec> {
-    specs_from(SEED)
+    specs_from(SEED, CONV_SEED)
 }
 
-/// The chains drawn from `seed`.
-pub fn specs_from(seed: u64) -> Vec<Spec> {
+/// The chains drawn from `seed`, then the convolutional ones drawn from `conv_seed`.
+pub fn specs_from(seed: u64, conv_seed: u64) -> Vec<Spec> {
     let mut rng = SplitMix64(seed);
-    (0..NETWORKS).map(|n| spec(n, &mut rng)).collect()
+    let mut specs: Vec<Spec> = (0..FEATURE_CHAINS).map(|n| spec(n, &mut rng)).collect();
+    let mut rng = SplitMix64(conv_seed);
+    specs.extend((FEATURE_CHAINS..NETWORKS).map(|n| conv_spec(n, &mut rng)));
+    specs
 }
 
 fn spec(n: usize, rng: &mut SplitMix64) -> Spec {
@@ -133,11 +226,30 @@ fn spec(n: usize, rng: &mut SplitMix64) -> Spec {
         };
     }
     let affines = rng.range(1, 5);
-    let mut width = rng.width(1);
+    let width = rng.width(1);
     let input = declared.then(|| vec![width]);
     if declared && rng.chance(50) {
         ops.push(rng.activation(&[width]));
     }
+    affine_tail(rng, &mut ops, width, affines, loss);
+    Spec {
+        name,
+        elem,
+        input,
+        ops,
+        loss,
+    }
+}
+
+/// `affines` affine layers, the first on `width` features, each followed by activations: the end
+/// of a chain before its loss.
+fn affine_tail(
+    rng: &mut SplitMix64,
+    ops: &mut Vec<Op>,
+    mut width: usize,
+    affines: usize,
+    loss: Option<Loss>,
+) {
     for k in 0..affines {
         // softmax_cross_entropy needs at least two classes.
         let min = if k + 1 == affines && loss == Some(Loss::SoftmaxCrossEntropy) {
@@ -158,10 +270,55 @@ fn spec(n: usize, rng: &mut SplitMix64) -> Spec {
             ops.push(rng.activation(&[width]));
         }
     }
+}
+
+/// A convolutional chain: an image of 1 to 3 channels of 4 to 9 × 4 to 9 (square now and then);
+/// one to three of `conv2d`, `relu`, `max_pool` and `avg_pool` in random order, each drawn to fit
+/// what comes before it; then the image as features, by `flatten` (sometimes with an activation
+/// after it) or by an affine layer reading it as it is, and affine layers with activations; or,
+/// now and then, `flatten` alone before the loss.
+fn conv_spec(n: usize, rng: &mut SplitMix64) -> Spec {
+    let elem = if rng.chance(25) { "f32" } else { "f64" };
+    let loss = match rng.range(0, 2) {
+        0 => Some(Loss::SoftmaxCrossEntropy),
+        1 => Some(Loss::Mse),
+        _ => None,
+    };
+    let (height, width) = (rng.range(4, 9), rng.range(4, 9));
+    let width = if rng.chance(25) { height } else { width };
+    let input = vec![rng.range(1, 3), height, width];
+    let mut shape = input.clone();
+    let mut ops = Vec::new();
+    for _ in 0..rng.range(1, 3) {
+        let op = loop {
+            let op = match rng.range(0, 9) {
+                0..=3 => rng.conv(&shape),
+                4 | 5 => Some(Op::Relu),
+                _ => rng.pooling(&shape),
+            };
+            if let Some(op) = op {
+                break op;
+            }
+        };
+        shape = reference::layer_shape(op, &shape).expect("drawn to fit");
+        ops.push(op);
+    }
+    let features = reference::size(&shape);
+    let flatten_alone = loss != Some(Loss::SoftmaxCrossEntropy) && rng.chance(10);
+    if flatten_alone || rng.chance(50) {
+        ops.push(Op::Flatten);
+        if !flatten_alone && rng.chance(25) {
+            ops.push(rng.activation(&[features]));
+        }
+    }
+    if !flatten_alone {
+        let affines = rng.range(1, 3);
+        affine_tail(rng, &mut ops, features, affines, loss);
+    }
     Spec {
-        name,
+        name: format!("Net{n:02}"),
         elem,
-        input,
+        input: Some(input),
         ops,
         loss,
     }
@@ -249,14 +406,17 @@ impl GraphSpec {
 
 /// Every graph of `networks.rs`: the hand-written ones, then the random ones.
 pub fn graph_specs() -> Vec<GraphSpec> {
-    graph_specs_from(GRAPH_SEED)
+    graph_specs_from(GRAPH_SEED, CONV_GRAPH_SEED)
 }
 
-/// The hand-written graphs, then random ones drawn from `seed`.
-pub fn graph_specs_from(seed: u64) -> Vec<GraphSpec> {
+/// The hand-written graphs, then random ones drawn from `seed`, then random ones with
+/// convolutions drawn from `conv_seed`.
+pub fn graph_specs_from(seed: u64, conv_seed: u64) -> Vec<GraphSpec> {
     let mut rng = SplitMix64(seed);
     let mut graphs = fixed_graphs();
-    graphs.extend((0..GRAPHS).map(|n| random_graph(n, &mut rng)));
+    graphs.extend((0..FEATURE_GRAPHS).map(|n| random_graph(n, &mut rng, false)));
+    let mut rng = SplitMix64(conv_seed);
+    graphs.extend((FEATURE_GRAPHS..GRAPHS).map(|n| random_graph(n, &mut rng, true)));
     graphs
 }
 
@@ -298,7 +458,7 @@ fn concat(parts: &[&str]) -> Start {
 /// The graphs written by hand, each for a feature of the language.
 fn fixed_graphs() -> Vec<GraphSpec> {
     use Merge::{Add, Div, Mul, Sub};
-    use Op::{Affine, Elu, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+    use Op::{Affine, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
     let graph = |name: &str, elem, loss, statements| GraphSpec {
         name: name.to_owned(),
         elem,
@@ -393,6 +553,57 @@ fn fixed_graphs() -> Vec<GraphSpec> {
                 define("", merge(Add, "gated", "square"), &[Affine(3, 4), Softmax]),
             ],
         ),
+        // A residual block on images: `x` feeds two padded convolutions and the sum, whose
+        // gradients add up in `x`'s; the 5 × 6 images do not tile the pool's windows.
+        graph(
+            "ConvResidual",
+            "f64",
+            Some(Loss::SoftmaxCrossEntropy),
+            vec![
+                declare("x", &[2, 5, 6], true, false),
+                define(
+                    "a",
+                    value("x"),
+                    &[conv2d(2, 2, 3).pad(1), Relu, conv2d(2, 2, 3).pad(1)],
+                ),
+                define(
+                    "",
+                    merge(Add, "a", "x"),
+                    &[Relu, max_pool(2).inexact(), Flatten, Affine(12, 3)],
+                ),
+            ],
+        ),
+        // Two convolutions of one image concatenated along their channels; both poolings read
+        // the concatenation, and an affine layer reads their sum as it is (of rank 3).
+        graph(
+            "ConvConcat",
+            "f32",
+            Some(Loss::Mse),
+            vec![
+                declare("x", &[1, 6, 5], true, false),
+                define("p", value("x"), &[conv2d(1, 2, 3).pad(1), Tanh]),
+                define("q", value("x"), &[conv2d(1, 3, 1), Relu]),
+                define("c", concat(&["p", "q"]), &[]),
+                define("m", value("c"), &[max_pool(2).stride(1)]),
+                define("v", value("c"), &[avg_pool(2).stride(1)]),
+                define("", merge(Add, "m", "v"), &[Affine(100, 4)]),
+            ],
+        ),
+        // An image read by a max pool, a padded average pool, `flatten` and a strided
+        // convolution, whose gradients add up in its gradient; no loss, so `backward_from`.
+        graph(
+            "Pooling",
+            "f64",
+            None,
+            vec![
+                declare("x", &[2, 4, 4], true, false),
+                define("m", value("x"), &[max_pool(2), Flatten]),
+                define("a", value("x"), &[avg_pool(2).stride(1).pad(1), Flatten]),
+                define("f", value("x"), &[Flatten]),
+                define("s", value("x"), &[conv2d(2, 3, 2).stride(2), Flatten]),
+                define("", concat(&["m", "a", "f", "s"]), &[Affine(102, 3)]),
+            ],
+        ),
     ]
 }
 
@@ -408,10 +619,19 @@ struct Drawn {
 /// A random graph: one to three inputs (all of features, or all of images of one height and
 /// width), one to four named statements, each a chain from a value, a merge or a concatenation,
 /// and a last statement that concatenates every value nobody has read yet.
-fn random_graph(n: usize, rng: &mut SplitMix64) -> GraphSpec {
+///
+/// With `convs`: images of 3 to 6 × 3 to 6, and convolutions that keep their size among the
+/// activations; the last statement may pool the result and read it as features (by `flatten`,
+/// an affine layer, or both), and does when the loss needs classes.
+fn random_graph(n: usize, rng: &mut SplitMix64, convs: bool) -> GraphSpec {
     let elem = if rng.chance(25) { "f32" } else { "f64" };
-    let images = rng.chance(30);
+    let images = rng.chance(30) || convs;
     let (height, width) = (rng.range(1, 2), rng.range(2, 3));
+    let (height, width) = if convs {
+        (rng.range(3, 6), rng.range(3, 6))
+    } else {
+        (height, width)
+    };
     let shape = |outer: usize| {
         if images {
             vec![outer, height, width]
@@ -420,7 +640,7 @@ fn random_graph(n: usize, rng: &mut SplitMix64) -> GraphSpec {
         }
     };
     let loss = match rng.range(0, 2) {
-        0 if !images => Some(Loss::SoftmaxCrossEntropy),
+        0 if !images || convs => Some(Loss::SoftmaxCrossEntropy),
         0 | 1 => Some(Loss::Mse),
         _ => None,
     };
@@ -483,13 +703,34 @@ fn random_graph(n: usize, rng: &mut SplitMix64) -> GraphSpec {
                     rng.range(1, 6)
                 };
                 Op::Affine(current[0], out)
+            } else if convs && rng.chance(40) {
+                rng.same_size_conv(&current, &outers)
             } else {
                 rng.activation(&current)
             };
             (current, positive) = after(op, current);
             ops.push(op);
         }
-        if last && loss == Some(Loss::SoftmaxCrossEntropy) && current[0] < 2 {
+        let classes = loss == Some(Loss::SoftmaxCrossEntropy);
+        if convs && last && (classes || rng.chance(60)) {
+            let mut head = Vec::new();
+            if rng.chance(50) {
+                head.extend(rng.pooling(&current));
+            }
+            if rng.chance(50) {
+                head.push(Op::Flatten);
+            }
+            for op in head {
+                (current, positive) = after(op, current);
+                ops.push(op);
+            }
+            if classes || rng.chance(50) {
+                let op = Op::Affine(reference::size(&current), rng.range(2, 5));
+                (current, positive) = after(op, current);
+                ops.push(op);
+            }
+        }
+        if last && classes && current[0] < 2 {
             let op = Op::Affine(current[0], rng.range(2, 5));
             (current, positive) = after(op, current);
             ops.push(op);
@@ -513,10 +754,8 @@ fn random_graph(n: usize, rng: &mut SplitMix64) -> GraphSpec {
 
 /// The shape of a value after `op`, and whether it is positive (a sigmoid's output is).
 fn after(op: Op, shape: Vec<usize>) -> (Vec<usize>, bool) {
-    match op {
-        Op::Affine(_, out) => (vec![out], false),
-        op => (shape, op == Op::Sigmoid),
-    }
+    let shape = reference::layer_shape(op, &shape).expect("drawn to fit");
+    (shape, op == Op::Sigmoid)
 }
 
 /// The shape of the concatenation of `parts` (drawn values of one inner shape), and whether it
@@ -630,14 +869,23 @@ pub fn render() -> String {
     let mut variants = BTreeSet::new();
     let mut functions = BTreeSet::new();
     let mut flags = BTreeSet::new();
+    // A window op is written with its constructor function, the others as a variant of `Op`.
+    let import = |op: &Op, ops: &mut BTreeSet<String>, functions: &mut BTreeSet<String>| {
+        match op.window() {
+            Some(_) => functions.insert(head(&op.rust())),
+            None => ops.insert(head(&op.rust())),
+        };
+    };
     for spec in &specs {
-        ops.extend(spec.ops.iter().map(|op| head(&op.rust())));
+        for op in &spec.ops {
+            import(op, &mut ops, &mut functions);
+        }
     }
     for graph in &graphs {
         for node in graph.nodes() {
             match &node {
                 Node::Input(input) => {
-                    functions.insert("input");
+                    functions.insert("input".to_owned());
                     if input.grad {
                         flags.insert("Grad");
                     }
@@ -647,14 +895,14 @@ pub fn render() -> String {
                 }
                 Node::Layer(op, _) => {
                     variants.insert("Layer");
-                    ops.insert(head(&op.rust()));
+                    import(op, &mut ops, &mut functions);
                 }
                 Node::Merge(merge, ..) => {
                     variants.insert("Merge");
                     merges.insert(merge.rust());
                 }
                 Node::Concat(_) => {
-                    functions.insert("concat");
+                    functions.insert("concat".to_owned());
                 }
             }
         }
@@ -683,7 +931,7 @@ pub fn render() -> String {
     ));
     out.push_str(&format!(
         "use super::reference::{};\n",
-        list(functions.into_iter().collect())
+        list(functions.iter().map(String::as_str).collect())
     ));
     out.push_str("use chainrule::network;\n");
 

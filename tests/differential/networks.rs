@@ -16,8 +16,8 @@
 use super::reference::Flag::{Grad, Positive};
 use super::reference::Merge::{Add, Div, Mul, Sub};
 use super::reference::Node::{Layer, Merge};
-use super::reference::Op::{Affine, Elu, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
-use super::reference::{concat, input};
+use super::reference::Op::{Affine, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+use super::reference::{avg_pool, concat, conv2d, input, max_pool};
 use chainrule::network;
 
 network! {
@@ -305,6 +305,122 @@ differential_test! {
 }
 
 network! {
+    pub struct Net26: f64 {
+        input(1, 8, 4) -> conv2d(1, 2, 1, stride = 2, exact = false) -> relu -> affine(16, 9) ->
+            relu -> affine(9, 6) -> leaky_relu -> elu -> affine(6, 12) ->
+            leaky_relu(alpha = 0.3)
+    }
+}
+differential_test! {
+    net26: Net26 = input(1, 8, 4) -> [conv2d(1, 2, 1).stride(2).inexact(), Relu, Affine(16, 9),
+        Relu, Affine(9, 6), LeakyRelu(0.01), Elu(1.0), Affine(6, 12), LeakyRelu(0.3)],
+    loss: none
+}
+
+network! {
+    pub struct Net27: f64 {
+        input(3, 9, 5) -> avg_pool(2, exact = false) -> max_pool(2, 1) -> affine(9, 7) ->
+            affine(7, 5) -> tanh -> affine(5, 2) -> elu -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net27: Net27 = input(3, 9, 5) -> [avg_pool(2).inexact(), max_pool(2).stride(1),
+        Affine(9, 7), Affine(7, 5), Tanh, Affine(5, 2), Elu(1.0)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net28: f64 {
+        input(1, 7, 4) -> conv2d(1, 3, 1, stride = 2, exact = false) -> relu ->
+            max_pool(2, 1) -> flatten -> affine(9, 12) -> relu -> affine(12, 3) -> relu ->
+            affine(3, 12) -> relu -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net28: Net28 = input(1, 7, 4) -> [conv2d(1, 3, 1).stride(2).inexact(), Relu,
+        max_pool(2).stride(1), Flatten, Affine(9, 12), Relu, Affine(12, 3), Relu, Affine(3, 12),
+        Relu],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net29: f64 {
+        input(1, 8, 4) -> conv2d(1, 2, 2, pad = 1) -> avg_pool(2, exact = false) ->
+            avg_pool(2, pad = 1) -> flatten -> mse
+    }
+}
+differential_test! {
+    net29: Net29 = input(1, 8, 4) -> [conv2d(1, 2, 2).pad(1), avg_pool(2).inexact(),
+        avg_pool(2).pad(1), Flatten],
+    loss: mse
+}
+
+network! {
+    pub struct Net30: f64 {
+        input(3, 6, 8) -> conv2d(3, 3, 1, stride = 2, exact = false) ->
+            conv2d(3, 2, 2, stride = 2, exact = false) -> conv2d(2, 1, 1) -> flatten ->
+            softmax -> affine(2, 12) -> softmax -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net30: Net30 = input(3, 6, 8) -> [conv2d(3, 3, 1).stride(2).inexact(),
+        conv2d(3, 2, 2).stride(2).inexact(), conv2d(2, 1, 1), Flatten, Softmax, Affine(2, 12),
+        Softmax],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net31: f32 {
+        input(1, 5, 9) -> max_pool(2, 1) -> conv2d(1, 3, 3, pad = 1) -> flatten ->
+            affine(96, 4) -> relu -> mse
+    }
+}
+differential_test! {
+    net31: Net31 = input(1, 5, 9) -> [max_pool(2).stride(1), conv2d(1, 3, 3).pad(1), Flatten,
+        Affine(96, 4), Relu],
+    loss: mse
+}
+
+network! {
+    pub struct Net32: f32 {
+        input(1, 6, 6) -> avg_pool(2, pad = 1) -> conv2d(1, 3, 2) ->
+            avg_pool(2, exact = false) -> affine(3, 2) -> tanh -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net32: Net32 = input(1, 6, 6) -> [avg_pool(2).pad(1), conv2d(1, 3, 2),
+        avg_pool(2).inexact(), Affine(3, 2), Tanh],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net33: f32 {
+        input(2, 7, 7) -> avg_pool(2, exact = false) -> conv2d(2, 2, 1, 2) -> flatten ->
+            affine(8, 11) -> sigmoid -> affine(11, 11) -> tanh
+    }
+}
+differential_test! {
+    net33: Net33 = input(2, 7, 7) -> [avg_pool(2).inexact(), conv2d(2, 2, 1).stride(2), Flatten,
+        Affine(8, 11), Sigmoid, Affine(11, 11), Tanh],
+    loss: none
+}
+
+network! {
+    pub struct Net34: f32 {
+        input(2, 9, 7) -> conv2d(2, 2, 3, 2) -> conv2d(2, 1, 1, exact = false) ->
+            avg_pool(2, exact = false) -> flatten -> tanh -> affine(2, 2) ->
+            leaky_relu(alpha = 0.3) -> tanh -> affine(2, 5) -> leaky_relu(0.1) ->
+            affine(5, 4) -> mse
+    }
+}
+differential_test! {
+    net34: Net34 = input(2, 9, 7) -> [conv2d(2, 2, 3).stride(2), conv2d(2, 1, 1).inexact(),
+        avg_pool(2).inexact(), Flatten, Tanh, Affine(2, 2), LeakyRelu(0.3), Tanh, Affine(2, 5),
+        LeakyRelu(0.1), Affine(5, 4)],
+    loss: mse
+}
+
+network! {
     pub struct Residual: f64 {
         h = input(4) -> affine(4, 6) -> relu;
         r = h -> affine(6, 6) -> leaky_relu(0.1) -> affine(6, 6);
@@ -391,6 +507,59 @@ differential_test! {
     gates: Gates = graph [input("x", &[3], &[Grad]), input("y", &[3], &[Grad]),
         Layer(Affine(3, 3), 0), Layer(Sigmoid, 2), Merge(Mul, 1, 3), Merge(Mul, 0, 0),
         Merge(Add, 4, 5), Layer(Affine(3, 4), 6), Layer(Softmax, 7)],
+    loss: none
+}
+
+network! {
+    pub struct ConvResidual: f64 {
+        #[grad] x = input(2, 5, 6);
+        a = x -> conv2d(2, 2, 3, pad = 1) -> relu -> conv2d(2, 2, 3, pad = 1);
+        add(a, x) -> relu -> max_pool(2, exact = false) -> flatten -> affine(12, 3) ->
+            softmax_cross_entropy
+    }
+}
+differential_test! {
+    convresidual: ConvResidual = graph [input("x", &[2, 5, 6], &[Grad]),
+        Layer(conv2d(2, 2, 3).pad(1), 0), Layer(Relu, 1), Layer(conv2d(2, 2, 3).pad(1), 2),
+        Merge(Add, 3, 0), Layer(Relu, 4), Layer(max_pool(2).inexact(), 5), Layer(Flatten, 6),
+        Layer(Affine(12, 3), 7)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct ConvConcat: f32 {
+        #[grad] x = input(1, 6, 5);
+        p = x -> conv2d(1, 2, 3, pad = 1) -> tanh;
+        q = x -> conv2d(1, 3, 1) -> relu;
+        c = concat(p, q);
+        m = c -> max_pool(2, 1);
+        v = c -> avg_pool(2, 1);
+        add(m, v) -> affine(100, 4) -> mse
+    }
+}
+differential_test! {
+    convconcat: ConvConcat = graph [input("x", &[1, 6, 5], &[Grad]),
+        Layer(conv2d(1, 2, 3).pad(1), 0), Layer(Tanh, 1), Layer(conv2d(1, 3, 1), 0),
+        Layer(Relu, 3), concat(&[2, 4]), Layer(max_pool(2).stride(1), 5),
+        Layer(avg_pool(2).stride(1), 5), Merge(Add, 6, 7), Layer(Affine(100, 4), 8)],
+    loss: mse
+}
+
+network! {
+    pub struct Pooling: f64 {
+        #[grad] x = input(2, 4, 4);
+        m = x -> max_pool(2) -> flatten;
+        a = x -> avg_pool(2, stride = 1, pad = 1) -> flatten;
+        f = x -> flatten;
+        s = x -> conv2d(2, 3, 2, 2) -> flatten;
+        concat(m, a, f, s) -> affine(102, 3)
+    }
+}
+differential_test! {
+    pooling: Pooling = graph [input("x", &[2, 4, 4], &[Grad]), Layer(max_pool(2), 0),
+        Layer(Flatten, 1), Layer(avg_pool(2).stride(1).pad(1), 0), Layer(Flatten, 3),
+        Layer(Flatten, 0), Layer(conv2d(2, 3, 2).stride(2), 0), Layer(Flatten, 6),
+        concat(&[2, 4, 5, 7]), Layer(Affine(102, 3), 8)],
     loss: none
 }
 
@@ -512,4 +681,64 @@ differential_test! {
         Layer(LeakyRelu(0.1), 2), Layer(Affine(3, 1), 3), Layer(Affine(1, 4), 4),
         Merge(Mul, 5, 0), Layer(Affine(4, 3), 6), Layer(Affine(3, 3), 7), Layer(Tanh, 8)],
     loss: none
+}
+
+network! {
+    pub struct Graph07: f64 {
+        #[grad] x0 = input(2, 5, 6);
+        #[grad] x1 = input(2, 5, 6);
+        h0 = mul(x0, x1);
+        h1 = x1 -> elu(alpha = 0.5);
+        h2 = concat(x0, h1, x1) -> conv2d(6, 1, 1);
+        h3 = concat(h0, h1, x1) -> leaky_relu;
+        concat(h2, h3) -> flatten -> affine(210, 5)
+    }
+}
+differential_test! {
+    graph07: Graph07 = graph [input("x0", &[2, 5, 6], &[Grad, Positive]),
+        input("x1", &[2, 5, 6], &[Grad]), Merge(Mul, 0, 1), Layer(Elu(0.5), 1),
+        concat(&[0, 3, 1]), Layer(conv2d(6, 1, 1), 4), concat(&[2, 3, 1]),
+        Layer(LeakyRelu(0.01), 6), concat(&[5, 7]), Layer(Flatten, 8),
+        Layer(Affine(210, 5), 9)],
+    loss: none
+}
+
+network! {
+    pub struct Graph08: f64 {
+        #[grad] x0 = input(2, 6, 3);
+        x1 = input(1, 6, 3);
+        x2 = input(1, 6, 3);
+        h0 = mul(x1, x2) -> conv2d(1, 2, 1) -> conv2d(2, 2, 3, pad = 1);
+        h1 = sub(h0, x0);
+        h2 = h1 -> conv2d(2, 1, 1) -> conv2d(1, 1, 3, pad = 1) -> tanh;
+        h2 -> conv2d(1, 1, 3, pad = 1) -> tanh -> conv2d(1, 2, 3, pad = 1) ->
+            max_pool(2, stride = 1, exact = false) -> flatten -> affine(20, 4) ->
+            softmax_cross_entropy
+    }
+}
+differential_test! {
+    graph08: Graph08 = graph [input("x0", &[2, 6, 3], &[Grad, Positive]),
+        input("x1", &[1, 6, 3], &[]), input("x2", &[1, 6, 3], &[]), Merge(Mul, 1, 2),
+        Layer(conv2d(1, 2, 1), 3), Layer(conv2d(2, 2, 3).pad(1), 4), Merge(Sub, 5, 0),
+        Layer(conv2d(2, 1, 1), 6), Layer(conv2d(1, 1, 3).pad(1), 7), Layer(Tanh, 8),
+        Layer(conv2d(1, 1, 3).pad(1), 9), Layer(Tanh, 10), Layer(conv2d(1, 2, 3).pad(1), 11),
+        Layer(max_pool(2).stride(1).inexact(), 12), Layer(Flatten, 13),
+        Layer(Affine(20, 4), 14)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Graph09: f64 {
+        #[grad] x0 = input(1, 3, 4);
+        #[grad] x1 = input(2, 3, 4);
+        x2 = input(1, 3, 4);
+        h0 = concat(x2, x2) -> relu -> conv2d(2, 2, 1);
+        concat(x0, x1, h0) -> affine(60, 3) -> mse
+    }
+}
+differential_test! {
+    graph09: Graph09 = graph [input("x0", &[1, 3, 4], &[Grad]),
+        input("x1", &[2, 3, 4], &[Grad]), input("x2", &[1, 3, 4], &[]), concat(&[2, 2]),
+        Layer(Relu, 3), Layer(conv2d(2, 2, 1), 4), concat(&[0, 1, 5]), Layer(Affine(60, 3), 6)],
+    loss: mse
 }

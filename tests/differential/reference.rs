@@ -9,14 +9,20 @@
 //! macro lets later kernels add into a buffer), not the parameter naming, not the shape rules. So
 //! a disagreement with a compiled network points at the macro's code generation.
 //!
+//! The convolution's parameter gradients are also summed here from their definition, with plain
+//! loops, and the runtime's kernel (run on parameters of the reference's own) is checked against
+//! those sums within a bound on their rounding ([`conv2d_param_grads`]): the two sum in different
+//! orders, so where a sum cancels they cannot agree to the comparison's last digits. The kernel's
+//! are then what the network's are compared with, as for every other op.
+//!
 //! Which op names it implements is [`implemented_names`]: the names of [`Node::exemplars`] and
 //! [`Loss::ALL`], which the coverage test compares with the op table. Every `match` on the op
 //! enums here is exhaustive (no catch-all arm), so a new variant does not compile until `evaluate`
 //! runs it, and a name can only be listed through a variant.
 
-use chainrule::Element;
-use chainrule::kernels::{self, GradMode::Set};
-use chainrule::ndarray::{Array1, Array2, ArrayView2, s};
+use chainrule::kernels::{self, Conv2d, ConvScratch, GradMode::Set, Pool2d, PoolArgmax};
+use chainrule::ndarray::{Array1, Array2, ArrayView2, ArrayView4, Ix1, Ix4, s};
+use chainrule::{Element, Param};
 
 /// A layer that reads one value (the one before it in its chain), as the reference runs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +37,117 @@ pub enum Op {
     /// `elu(α)`.
     Elu(f64),
     Softmax,
+    /// `conv2d(in, out, kernel, stride, pad, exact)`: `in` channels, `out` filters, and the
+    /// kernel's window.
+    Conv2d(usize, usize, Window),
+    /// `max_pool(window, stride, pad, exact)`.
+    MaxPool(Window),
+    /// `avg_pool(window, stride, pad, exact)`.
+    AvgPool(Window),
+    Flatten,
+}
+
+/// How a convolution's kernel or a pooling's window slides over each image: its side, its stride,
+/// the zeros padded on every side, and whether it must tile the padded image exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub size: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub exact: bool,
+}
+
+impl Window {
+    /// Along a side of `side`: the output's side, `(side + 2·pad − size) / stride + 1`, and how
+    /// many of the padded input's rows (or columns) the windows leave over at the end; `None` if
+    /// the window is larger than the padded side, or does not move.
+    pub fn slide(self, side: usize) -> Option<(usize, usize)> {
+        let span = (side + 2 * self.pad).checked_sub(self.size)?;
+        Some((span.checked_div(self.stride)? + 1, span % self.stride))
+    }
+
+    /// The output's side along a side of `side`, if the language accepts the window there: it
+    /// fits, its pad is smaller than it, and, if `exact`, nothing is left over (a pooling's pad must
+    /// also be at most half its window: [`layer_shape`]).
+    pub fn output(self, side: usize) -> Option<usize> {
+        let (out, left) = self.slide(side)?;
+        (self.pad < self.size && (left == 0 || !self.exact)).then_some(out)
+    }
+
+    /// The arguments after the window's side as written in `network!`, defaults left out (the
+    /// stride's is `default_stride`): the stride in order when it is the last one written, by name
+    /// otherwise; `pad = 1`; `exact = false`.
+    fn options(self, default_stride: usize) -> String {
+        let mut out = String::new();
+        if self.stride != default_stride {
+            if self.pad == 0 && self.exact {
+                out += &format!(", {}", self.stride);
+            } else {
+                out += &format!(", stride = {}", self.stride);
+            }
+        }
+        if self.pad != 0 {
+            out += &format!(", pad = {}", self.pad);
+        }
+        if !self.exact {
+            out += ", exact = false";
+        }
+        out
+    }
+
+    /// The calls after a window op's constructor ([`conv2d`], [`max_pool`], [`avg_pool`]) that
+    /// give it this window, defaults left out as in [`Window::options`]: `.stride(2).pad(1)`.
+    fn rust_options(self, default_stride: usize) -> String {
+        let mut out = String::new();
+        if self.stride != default_stride {
+            out += &format!(".stride({})", self.stride);
+        }
+        if self.pad != 0 {
+            out += &format!(".pad({})", self.pad);
+        }
+        if !self.exact {
+            out += ".inexact()";
+        }
+        out
+    }
+}
+
+/// `conv2d(channels, filters, kernel)`: stride 1, no pad, exact, until [`Op::stride`],
+/// [`Op::pad`] or [`Op::inexact`] change them.
+pub const fn conv2d(channels: usize, filters: usize, kernel: usize) -> Op {
+    Op::Conv2d(
+        channels,
+        filters,
+        Window {
+            size: kernel,
+            stride: 1,
+            pad: 0,
+            exact: true,
+        },
+    )
+}
+
+/// `max_pool(window)`: stride `window`, no pad, exact, until [`Op::stride`], [`Op::pad`] or
+/// [`Op::inexact`] change them.
+pub const fn max_pool(window: usize) -> Op {
+    Op::MaxPool(Window::tiling(window))
+}
+
+/// `avg_pool(window)`, as [`max_pool`].
+pub const fn avg_pool(window: usize) -> Op {
+    Op::AvgPool(Window::tiling(window))
+}
+
+impl Window {
+    /// A pooling's window of `size` by default: moved by its size, no pad, exact.
+    const fn tiling(size: usize) -> Window {
+        Window {
+            size,
+            stride: size,
+            pad: 0,
+            exact: true,
+        }
+    }
 }
 
 /// The loss that ends a network.
@@ -77,7 +194,9 @@ pub enum Node {
 
 impl Op {
     /// One exemplar of every variant.
-    pub const EXEMPLARS: [Op; 7] = [
+    /// The ones that read images ([`Op::reads_images`]) fit the exemplars' input of 2 × 4 × 5
+    /// ([`Node::exemplars`]).
+    pub const EXEMPLARS: [Op; 11] = [
         Op::Affine(3, 2),
         Op::Relu,
         Op::Sigmoid,
@@ -85,6 +204,11 @@ impl Op {
         Op::LeakyRelu(0.1),
         Op::Elu(0.5),
         Op::Softmax,
+        conv2d(2, 3, 3).pad(1),
+        // 4 × 5 padded to 6 × 7: the last column is left over.
+        max_pool(2).pad(1).inexact(),
+        avg_pool(2).stride(1),
+        Op::Flatten,
     ];
 
     /// The op's name in the language (and the table).
@@ -97,24 +221,41 @@ impl Op {
             Op::LeakyRelu(_) => "leaky_relu",
             Op::Elu(_) => "elu",
             Op::Softmax => "softmax",
+            Op::Conv2d(..) => "conv2d",
+            Op::MaxPool(_) => "max_pool",
+            Op::AvgPool(_) => "avg_pool",
+            Op::Flatten => "flatten",
         }
     }
 
     /// The layer as written in `network!`. The activations with a number are written in every
     /// form the language has, picked by the number: `leaky_relu` (the default α = 0.01),
     /// `leaky_relu(0.1)` (in order), `leaky_relu(alpha = 0.3)` (by name); `elu` (the default
-    /// α = 1), `elu(alpha = 0.5)`.
+    /// α = 1), `elu(alpha = 0.5)`. A window's arguments after its side are left out where they
+    /// are the defaults; the stride is written in order when it is the last argument written
+    /// (`max_pool(2, 1)`, `conv2d(1, 2, 3, 2)`), by name otherwise (`conv2d(1, 2, 3, stride = 2,
+    /// pad = 1)`).
     pub fn source(self) -> String {
         match self {
             Op::Affine(i, o) => format!("affine({i}, {o})"),
             Op::LeakyRelu(0.01) | Op::Elu(1.0) => self.name().to_owned(),
             Op::LeakyRelu(0.1) => "leaky_relu(0.1)".to_owned(),
             Op::LeakyRelu(alpha) | Op::Elu(alpha) => format!("{}(alpha = {alpha:?})", self.name()),
-            Op::Relu | Op::Sigmoid | Op::Tanh | Op::Softmax => self.name().to_owned(),
+            Op::Conv2d(c, f, window) => {
+                format!("conv2d({c}, {f}, {}{})", window.size, window.options(1))
+            }
+            Op::MaxPool(window) | Op::AvgPool(window) => format!(
+                "{}({}{})",
+                self.name(),
+                window.size,
+                window.options(window.size)
+            ),
+            Op::Relu | Op::Sigmoid | Op::Tanh | Op::Softmax | Op::Flatten => self.name().to_owned(),
         }
     }
 
-    /// The op as a Rust expression (what the generated file lists).
+    /// The op as a Rust expression (what the generated file lists): a window op by its
+    /// constructor and the calls that set its window, `conv2d(1, 2, 3).stride(2).inexact()`.
     pub fn rust(self) -> String {
         match self {
             Op::Affine(i, o) => format!("Affine({i}, {o})"),
@@ -124,12 +265,102 @@ impl Op {
             Op::LeakyRelu(alpha) => format!("LeakyRelu({alpha:?})"),
             Op::Elu(alpha) => format!("Elu({alpha:?})"),
             Op::Softmax => "Softmax".to_owned(),
+            Op::Conv2d(c, f, window) => {
+                format!(
+                    "conv2d({c}, {f}, {}){}",
+                    window.size,
+                    window.rust_options(1)
+                )
+            }
+            Op::MaxPool(window) | Op::AvgPool(window) => format!(
+                "{}({}){}",
+                self.name(),
+                window.size,
+                window.rust_options(window.size)
+            ),
+            Op::Flatten => "Flatten".to_owned(),
         }
     }
 
-    /// Whether this is a layer with parameters.
+    /// Whether this is an affine layer (`conv2d` has parameters too, but is not one).
     pub fn is_affine(self) -> bool {
         matches!(self, Op::Affine(..))
+    }
+
+    /// The op with its window moved by `stride`.
+    pub const fn stride(self, stride: usize) -> Op {
+        let mut window = self.expect_window();
+        window.stride = stride;
+        self.with_window(window)
+    }
+
+    /// The op with its window's input padded by `pad`.
+    pub const fn pad(self, pad: usize) -> Op {
+        let mut window = self.expect_window();
+        window.pad = pad;
+        self.with_window(window)
+    }
+
+    /// The op with `exact = false`.
+    pub const fn inexact(self) -> Op {
+        let mut window = self.expect_window();
+        window.exact = false;
+        self.with_window(window)
+    }
+
+    /// The op's window; panics for an op without one.
+    const fn expect_window(self) -> Window {
+        match self.window() {
+            Some(window) => window,
+            None => panic!("only conv2d, max_pool and avg_pool have a window"),
+        }
+    }
+
+    /// The op with `window` in place of its own.
+    const fn with_window(self, window: Window) -> Op {
+        match self {
+            Op::Conv2d(c, f, _) => Op::Conv2d(c, f, window),
+            Op::MaxPool(_) => Op::MaxPool(window),
+            Op::AvgPool(_) => Op::AvgPool(window),
+            Op::Affine(..)
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::LeakyRelu(_)
+            | Op::Elu(_)
+            | Op::Softmax
+            | Op::Flatten => panic!("only conv2d, max_pool and avg_pool have a window"),
+        }
+    }
+
+    /// The window the op slides over images, if it has one.
+    pub const fn window(self) -> Option<Window> {
+        match self {
+            Op::Conv2d(_, _, window) | Op::MaxPool(window) | Op::AvgPool(window) => Some(window),
+            Op::Affine(..)
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::LeakyRelu(_)
+            | Op::Elu(_)
+            | Op::Softmax
+            | Op::Flatten => None,
+        }
+    }
+
+    /// Whether the op reads images only (channels × height × width): `flatten` and the ops with
+    /// a window.
+    pub fn reads_images(self) -> bool {
+        match self {
+            Op::Conv2d(..) | Op::MaxPool(_) | Op::AvgPool(_) | Op::Flatten => true,
+            Op::Affine(..)
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::LeakyRelu(_)
+            | Op::Elu(_)
+            | Op::Softmax => false,
+        }
     }
 }
 
@@ -177,15 +408,19 @@ impl Merge {
 }
 
 impl Node {
-    /// One exemplar of every kind of node, with every [`Op`] and [`Merge`] variant: two inputs
-    /// of 3 features (nodes 0 and 1, the second positive), and layers on the first, merges and a
-    /// concatenation of both. The coverage test runs each through [`evaluate`].
+    /// One exemplar of every kind of node, with every [`Op`] and [`Merge`] variant: the inputs
+    /// (the nodes before the first that is not one): two of 3 features (nodes 0 and 1, the second
+    /// positive) and an image of 2 × 4 × 5 (node 2); then layers on the first (on the image, for
+    /// the ops that read images), merges and a concatenation of the first two. The coverage test
+    /// runs each through [`evaluate`].
     pub fn exemplars() -> Vec<Node> {
         let mut nodes = vec![
             input("x", &[3], &[Flag::Grad]),
             input("y", &[3], &[Flag::Grad, Flag::Positive]),
+            input("z", &[2, 4, 5], &[Flag::Grad]),
         ];
-        nodes.extend(Op::EXEMPLARS.map(|op| Node::Layer(op, 0)));
+        nodes
+            .extend(Op::EXEMPLARS.map(|op| Node::Layer(op, if op.reads_images() { 2 } else { 0 })));
         nodes.extend(Merge::ALL.map(|merge| Node::Merge(merge, 0, 1)));
         nodes.push(Node::Concat(vec![0, 1]));
         nodes
@@ -302,20 +537,8 @@ pub fn shapes(nodes: &[Node]) -> Vec<Vec<usize>> {
                 assert!((1..=3).contains(&input.dims.len()), "{input:?}");
                 input.dims.clone()
             }
-            Node::Layer(op, from) => {
-                let shape = of(*from);
-                match *op {
-                    Op::Affine(i, o) => {
-                        assert_eq!(shape, [i], "node {index}: {op:?} on {shape:?}");
-                        vec![o]
-                    }
-                    Op::Softmax => {
-                        assert!(shape.len() == 1 && shape[0] >= 2, "softmax on {shape:?}");
-                        shape
-                    }
-                    Op::Relu | Op::Sigmoid | Op::Tanh | Op::LeakyRelu(_) | Op::Elu(_) => shape,
-                }
-            }
+            Node::Layer(op, from) => layer_shape(*op, &of(*from))
+                .unwrap_or_else(|problem| panic!("node {index}: {problem}")),
             Node::Merge(merge, a, b) => {
                 let (a, b) = (of(*a), of(*b));
                 assert_eq!(a, b, "node {index}: {merge:?} of different shapes");
@@ -335,6 +558,47 @@ pub fn shapes(nodes: &[Node]) -> Vec<Vec<usize>> {
         shapes.push(shape);
     }
     shapes
+}
+
+/// The shape of what `op` makes of a value of `shape`, as the reference understands the
+/// language, or why the language rejects it.
+pub fn layer_shape(op: Op, shape: &[usize]) -> Result<Vec<usize>, String> {
+    let image = || match *shape {
+        [c, h, w] => Ok((c, h, w)),
+        _ => Err(format!("{op:?} on {shape:?}, which is not an image")),
+    };
+    let slide = |window: Window, (h, w): (usize, usize)| match (window.output(h), window.output(w))
+    {
+        (Some(oh), Some(ow)) => Ok((oh, ow)),
+        _ => Err(format!("{window:?} does not slide over {h} × {w}")),
+    };
+    match op {
+        // An image is read as its elements (as `flatten` gives them).
+        Op::Affine(i, o) if size(shape) == i => Ok(vec![o]),
+        Op::Affine(..) => Err(format!("{op:?} on {shape:?}")),
+        Op::Softmax if shape.len() == 1 && shape[0] >= 2 => Ok(shape.to_vec()),
+        Op::Softmax => Err(format!("softmax on {shape:?}")),
+        Op::Relu | Op::Sigmoid | Op::Tanh | Op::LeakyRelu(_) | Op::Elu(_) => Ok(shape.to_vec()),
+        Op::Conv2d(channels, filters, window) => {
+            let (c, h, w) = image()?;
+            if c != channels {
+                return Err(format!("{op:?} on {c} channels"));
+            }
+            let (oh, ow) = slide(window, (h, w))?;
+            Ok(vec![filters, oh, ow])
+        }
+        // A pooling's pad is at most half its window (as PyTorch's).
+        Op::MaxPool(window) | Op::AvgPool(window) if 2 * window.pad > window.size => {
+            Err(format!("{op:?}: the pad is more than half the window"))
+        }
+        Op::MaxPool(window) | Op::AvgPool(window) => {
+            let (c, h, w) = image()?;
+            let (oh, ow) = slide(window, (h, w))?;
+            Ok(vec![c, oh, ow])
+        }
+        Op::Flatten if shape.len() > 1 => Ok(vec![size(shape)]),
+        Op::Flatten => Err(format!("flatten on {shape:?}, which is features already")),
+    }
 }
 
 /// Elements per sample of a value of this shape.
@@ -372,26 +636,59 @@ pub fn output_width(nodes: &[Node]) -> usize {
 }
 
 /// The parameters of a network, named as the macro documents them: `affine{k}.weight` (in × out)
-/// and `affine{k}.bias` (out), `k` counting affine layers from 0 in the order of the nodes (the
-/// order they are written in, for a network written in topological order), with their shapes.
+/// and `affine{k}.bias` (out), `conv2d{k}.weight` (out × in × kernel × kernel) and
+/// `conv2d{k}.bias` (out), `k` counting the layers of each op from 0 in the order of the nodes
+/// (the order they are written in, for a network written in topological order), with their
+/// shapes: a weight and its bias for each layer with parameters, in the order of the nodes.
 pub fn params(nodes: &[Node]) -> Vec<(String, Vec<usize>)> {
-    nodes
-        .iter()
-        .filter_map(|node| match *node {
-            Node::Layer(Op::Affine(i, o), _) => Some((i, o)),
-            _ => None,
-        })
-        .enumerate()
-        .flat_map(|(k, (i, o))| {
+    layer_params(nodes)
+        .into_iter()
+        .flatten()
+        .flat_map(|(prefix, weight, bias)| {
             [
-                (format!("affine{k}.weight"), vec![i, o]),
-                (format!("affine{k}.bias"), vec![o]),
+                (format!("{prefix}.weight"), weight),
+                (format!("{prefix}.bias"), bias),
             ]
         })
         .collect()
 }
 
-/// The parameters of one affine layer, copied out of a network.
+/// Each node's parameters, `None` for a node without any: the name before the dot (`affine0`,
+/// `conv2d1`), and the shapes of the weight and the bias.
+type ParamShapes = Option<(String, Vec<usize>, Vec<usize>)>;
+
+/// [`ParamShapes`] of every node.
+fn layer_params(nodes: &[Node]) -> Vec<ParamShapes> {
+    let mut counters = std::collections::HashMap::new();
+    let mut next = |op: Op, weight: Vec<usize>, bias: Vec<usize>| {
+        let k: &mut usize = counters.entry(op.name()).or_default();
+        *k += 1;
+        Some((format!("{}{}", op.name(), *k - 1), weight, bias))
+    };
+    nodes
+        .iter()
+        .map(|node| match *node {
+            Node::Layer(op, _) => match op {
+                Op::Affine(i, o) => next(op, vec![i, o], vec![o]),
+                Op::Conv2d(c, f, window) => next(op, vec![f, c, window.size, window.size], vec![f]),
+                Op::Relu
+                | Op::Sigmoid
+                | Op::Tanh
+                | Op::LeakyRelu(_)
+                | Op::Elu(_)
+                | Op::Softmax
+                | Op::MaxPool(_)
+                | Op::AvgPool(_)
+                | Op::Flatten => None,
+            },
+            Node::Input(_) | Node::Merge(..) | Node::Concat(_) => None,
+        })
+        .collect()
+}
+
+/// The parameters of one layer with parameters, copied out of a network: the weight as a matrix of
+/// its first dimension by the rest (in × out for `affine`; out × in·kernel·kernel for `conv2d`, in
+/// the row-major order of its out × in × kernel × kernel), and the bias.
 #[derive(Debug, Clone)]
 pub struct AffineParams<T> {
     pub weight: Array2<T>,
@@ -436,9 +733,9 @@ pub struct Training<T> {
     pub input_grads: Vec<(Input, Array2<T>)>,
 }
 
-/// Runs the network `nodes` on `x` with the layers' parameters `params` (one per affine layer, in
-/// order): the forward pass, then, with a head, the loss kernel (or the given output gradient)
-/// and every backward kernel in reverse order. Every node's input gradients are computed, each
+/// Runs the network `nodes` on `x` with the layers' parameters `params` (one per layer with
+/// parameters, in the order of [`params`]): the forward pass, then, with a head, the loss kernel
+/// (or the given output gradient) and every backward kernel in reverse order. Every node's input gradients are computed, each
 /// into a fresh array; where a value is read by several nodes (or twice by one), its gradients
 /// are added up.
 pub fn evaluate<T: Element>(
@@ -453,10 +750,14 @@ pub fn evaluate<T: Element>(
     assert_eq!(x.ncols(), input_width(nodes), "the batch's columns");
 
     // Forward: `values[i]` is node `i`'s value.
+    let layers = layer_params(nodes);
     let mut values: Vec<Array2<T>> = Vec::with_capacity(nodes.len());
+    // Where each max pool found its maxima, for its backward kernel.
+    let mut argmax: Vec<Option<PoolArgmax>> = Vec::with_capacity(nodes.len());
     let mut column = 0;
-    let mut affine = 0;
+    let mut layer = 0;
     for (node, shape) in nodes.iter().zip(&shapes) {
+        let mut found = None;
         let mut y = Array2::zeros((batch, size(shape)));
         match node {
             Node::Input(_) => {
@@ -466,12 +767,30 @@ pub fn evaluate<T: Element>(
             &Node::Layer(op, from) => {
                 let x = values[from].view();
                 let y = y.view_mut();
+                let image = &shapes[from];
                 match op {
                     Op::Affine(..) => {
-                        let p = &params[affine];
-                        affine += 1;
+                        let p = &params[layer];
+                        layer += 1;
                         kernels::affine_forward(x, p.weight.view(), p.bias.view(), y);
                     }
+                    Op::Conv2d(_, filters, window) => {
+                        let p = &params[layer];
+                        layer += 1;
+                        let g = conv_geometry(image, filters, window);
+                        let w = conv_weight(p, g);
+                        let scratch = &mut ConvScratch::default();
+                        kernels::conv2d_forward(x, w, p.bias.view(), y, scratch, g);
+                    }
+                    Op::MaxPool(window) => {
+                        let mut kept = PoolArgmax::default();
+                        kernels::max_pool_forward(x, y, &mut kept, pool_geometry(image, window));
+                        found = Some(kept);
+                    }
+                    Op::AvgPool(window) => {
+                        kernels::avg_pool_forward(x, y, pool_geometry(image, window));
+                    }
+                    Op::Flatten => kernels::flatten_forward(x, y),
                     Op::Relu => kernels::relu_forward(x, y),
                     Op::Sigmoid => kernels::sigmoid_forward(x, y),
                     Op::Tanh => kernels::tanh_forward(x, y),
@@ -495,8 +814,13 @@ pub fn evaluate<T: Element>(
             }
         }
         values.push(y);
+        argmax.push(found);
     }
-    assert_eq!(affine, params.len(), "one parameter set per affine layer");
+    assert_eq!(
+        layer,
+        params.len(),
+        "one parameter set per layer with parameters"
+    );
     let output = values.last().expect("the output is there").clone();
     let predict = output.rows().into_iter().map(first_argmax).collect();
 
@@ -539,22 +863,58 @@ pub fn evaluate<T: Element>(
                 Node::Input(_) => {}
                 &Node::Layer(op, from) => {
                     let x = values[from].view();
+                    let image = &shapes[from];
                     let mut dx = fresh(from);
                     let d = dx.view_mut();
+                    let prefix = || {
+                        let (prefix, ..) = layers[i].as_ref().expect("the layer has parameters");
+                        prefix.as_str()
+                    };
                     match op {
                         Op::Affine(..) => {
-                            affine -= 1;
-                            let p = &params[affine];
+                            layer -= 1;
+                            let p = &params[layer];
                             let mut dw = Array2::zeros(p.weight.raw_dim());
                             let mut db = Array1::zeros(p.bias.raw_dim());
                             kernels::affine_backward_params(x, dy, dw.view_mut(), db.view_mut());
                             kernels::affine_backward_input(p.weight.view(), dy, d, Set);
-                            param_grads.push((format!("affine{affine}.bias"), db.to_vec()));
+                            param_grads.push((format!("{}.bias", prefix()), db.to_vec()));
                             param_grads.push((
-                                format!("affine{affine}.weight"),
+                                format!("{}.weight", prefix()),
                                 dw.iter().copied().collect(),
                             ));
                         }
+                        Op::Conv2d(_, filters, window) => {
+                            layer -= 1;
+                            let p = &params[layer];
+                            let g = conv_geometry(image, filters, window);
+                            let scratch = &mut ConvScratch::default();
+                            kernels::conv2d_backward_input(
+                                conv_weight(p, g),
+                                dy,
+                                d,
+                                Set,
+                                scratch,
+                                g,
+                            );
+                            let (dw, db) = conv2d_param_grads(x, dy, g);
+                            param_grads.push((format!("{}.bias", prefix()), db));
+                            param_grads.push((format!("{}.weight", prefix()), dw));
+                        }
+                        Op::MaxPool(window) => {
+                            let kept = argmax[i].as_ref().expect("the forward pass kept it");
+                            kernels::max_pool_backward(
+                                dy,
+                                d,
+                                Set,
+                                kept,
+                                pool_geometry(image, window),
+                            );
+                        }
+                        Op::AvgPool(window) => {
+                            kernels::avg_pool_backward(dy, d, Set, pool_geometry(image, window));
+                        }
+                        Op::Flatten => kernels::flatten_backward(y, dy, d, Set),
                         Op::Relu => kernels::relu_backward(y, dy, d, Set),
                         Op::Sigmoid => kernels::sigmoid_backward(y, dy, d, Set),
                         Op::Tanh => kernels::tanh_backward(y, dy, d, Set),
@@ -625,6 +985,159 @@ pub fn evaluate<T: Element>(
         output,
         predict,
         training,
+    }
+}
+
+/// The geometry of a convolution of `filters` filters sliding `window` over images of `shape`.
+fn conv_geometry(shape: &[usize], filters: usize, window: Window) -> Conv2d {
+    let &[channels, height, width] = shape else {
+        unreachable!("shapes checked that a convolution reads an image, not {shape:?}")
+    };
+    Conv2d {
+        channels,
+        height,
+        width,
+        filters,
+        kernel: window.size,
+        stride: window.stride,
+        pad: window.pad,
+    }
+}
+
+/// The geometry of a pooling sliding `window` over images of `shape`.
+fn pool_geometry(shape: &[usize], window: Window) -> Pool2d {
+    let &[channels, height, width] = shape else {
+        unreachable!("shapes checked that a pooling reads an image, not {shape:?}")
+    };
+    Pool2d {
+        channels,
+        height,
+        width,
+        window: window.size,
+        stride: window.stride,
+        pad: window.pad,
+    }
+}
+
+/// A convolution's weight, out × in × kernel × kernel.
+fn conv_weight<T: Element>(p: &AffineParams<T>, g: Conv2d) -> ArrayView4<'_, T> {
+    p.weight
+        .view()
+        .into_shape_with_order((g.filters, g.channels, g.kernel, g.kernel))
+        .expect("a convolution's weight has out × in·kernel·kernel elements")
+}
+
+/// The gradients of a convolution's weight (out × in × kernel × kernel, row-major) and bias from
+/// its input `x` and the gradient of its output `dy` (both a batch of rows, each channel × height
+/// × width): the runtime kernel's, on parameters of the reference's own, after checking each of
+/// them against [`ConvSums`], their sums from the definition.
+fn conv2d_param_grads<T: Element>(
+    x: ArrayView2<'_, T>,
+    dy: ArrayView2<'_, T>,
+    g: Conv2d,
+) -> (Vec<T>, Vec<T>) {
+    let (f, c, k) = (g.filters, g.channels, g.kernel);
+    let mut weight = Param::<T, Ix4>::zeros("weight", (f, c, k, k));
+    let mut bias = Param::<T, Ix1>::zeros("bias", f);
+    let scratch = &mut ConvScratch::default();
+    kernels::conv2d_param_grads_or_step(x, dy, &mut weight, &mut bias, None, scratch, g);
+    let dw: Vec<T> = weight.grad().iter().copied().collect();
+    let db: Vec<T> = bias.grad().iter().copied().collect();
+    let sums = ConvSums::new(x, dy, g);
+    // A sum of n products computed in T is off by at most about (n + 1)·ε/2 times the sum of the
+    // products' magnitudes (their rounding and the additions'); so are the sums here, in f64
+    // (exact products of T's values, in f32).
+    let terms = sums.terms;
+    let bound = (terms + 2) as f64 * Element::to_f64(T::epsilon());
+    for (what, kernel, sums) in [("dW", &dw, &sums.dw), ("db", &db, &sums.db)] {
+        for (i, (&got, &(sum, magnitude))) in kernel.iter().zip(sums).enumerate() {
+            let got = Element::to_f64(got);
+            let allowed = bound * magnitude;
+            assert!(
+                (got - sum).abs() <= allowed,
+                "conv2d_param_grads_or_step gives {what}[{i}] = {got:e}, its definition {sum:e} \
+                 (difference {:e}, allowed {allowed:e} for a sum of {terms} terms of \
+                 magnitudes summing to {magnitude:e}) for {g:?}",
+                (got - sum).abs(),
+            );
+        }
+    }
+    (dw, db)
+}
+
+/// A convolution's parameter gradients summed with plain loops, in `f64`, straight from the
+/// definition `y[o, i, j] = b[o] + Σ_c,u,v W[o, c, u, v]·x[c, s·i + u − p, s·j + v − p]` (zero
+/// outside x): `dW[o, c, u, v] = Σ_rows,i,j dy[o, i, j]·x[c, s·i + u − p, s·j + v − p]` and
+/// `db[o] = Σ_rows,i,j dy[o, i, j]`; each element with the sum of its terms' magnitudes.
+struct ConvSums {
+    /// Row-major, out × in × kernel × kernel: the sum, and the sum of its terms' magnitudes.
+    dw: Vec<(f64, f64)>,
+    db: Vec<(f64, f64)>,
+    /// The terms of each sum: rows × output positions.
+    terms: usize,
+}
+
+impl ConvSums {
+    fn new<T: Element>(x: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, g: Conv2d) -> Self {
+        let Conv2d {
+            channels,
+            height,
+            width,
+            filters,
+            kernel,
+            stride,
+            pad,
+        } = g;
+        let oh = (height + 2 * pad - kernel) / stride + 1;
+        let ow = (width + 2 * pad - kernel) / stride + 1;
+        assert_eq!(
+            x.ncols(),
+            channels * height * width,
+            "the convolution's input"
+        );
+        assert_eq!(
+            dy.ncols(),
+            filters * oh * ow,
+            "the convolution's output gradient"
+        );
+        // The input's row (or column) under kernel offset `u` of output row `i`, if not padding.
+        let at = |i: usize, u: usize, side: usize| {
+            (stride * i + u).checked_sub(pad).filter(|&r| r < side)
+        };
+        let add = |sum: &mut (f64, f64), term: f64| {
+            sum.0 += term;
+            sum.1 += term.abs();
+        };
+        let mut dw = vec![(0.0, 0.0); filters * channels * kernel * kernel];
+        let mut db = vec![(0.0, 0.0); filters];
+        for (x, dy) in x.rows().into_iter().zip(dy.rows()) {
+            for o in 0..filters {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let d = Element::to_f64(dy[(o * oh + i) * ow + j]);
+                        add(&mut db[o], d);
+                        for c in 0..channels {
+                            for u in 0..kernel {
+                                let Some(r) = at(i, u, height) else { continue };
+                                for v in 0..kernel {
+                                    let Some(q) = at(j, v, width) else { continue };
+                                    let x = Element::to_f64(x[(c * height + r) * width + q]);
+                                    add(
+                                        &mut dw[((o * channels + c) * kernel + u) * kernel + v],
+                                        d * x,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ConvSums {
+            dw,
+            db,
+            terms: x.nrows() * oh * ow,
+        }
     }
 }
 

@@ -2,7 +2,7 @@ use chainrule::network;
 
 network! {
     struct Net {
-        affine(784, 10) -> convolution -> mse
+        affine(784, 10) -> lstm -> mse
     }
 }
 

@@ -10,6 +10,7 @@
 mod activation;
 mod affine;
 mod concat;
+mod conv;
 mod loss;
 mod merge;
 
@@ -49,6 +50,8 @@ fn family(kernels: &Kernels) -> Option<&dyn Family> {
         Kernels::Merge(kernels) => Some(kernels),
         Kernels::Concat(kernels) => Some(kernels),
         Kernels::Loss(kernels) => Some(kernels),
+        Kernels::Conv(kernels) => Some(kernels),
+        Kernels::Pool(kernels) => Some(kernels),
         Kernels::Source => None,
     }
 }
@@ -235,6 +238,18 @@ impl Generator<'_> {
                 ),
             };
             buffer(self.slot_field(slot), doc, grads.width, &mut grad_resizes);
+        }
+
+        // What nodes keep between calls: they size it themselves on first use.
+        for node in 0..net.nodes.len() {
+            if let Some((field, ty)) = self.state(node) {
+                let doc = format!(" What `{}` keeps between calls.", net.nodes[node].ident);
+                buffer_fields.push(moved_quote! {
+                    #[doc = #doc]
+                    #field: ::chainrule::kernels::#ty
+                });
+                buffer_news.push(moved_quote! { #field: ::core::default::Default::default() });
+            }
         }
 
         // The batch, kept for a later `backward` (`gradient` reads it in place instead).
@@ -865,6 +880,22 @@ impl Generator<'_> {
     /// The field of a node's parameter: `affine0_weight`.
     fn param_field(&self, node: usize, param: &str) -> Ident {
         format_ident!("{}_{}", self.net.nodes[node].ident, param)
+    }
+
+    /// The field of what a node keeps between calls (a convolution's scratch, a max pool's
+    /// argmax), and its type in `kernels`, if it keeps anything.
+    fn state(&self, node: usize) -> Option<(Ident, TokenStream)> {
+        let this = &self.net.nodes[node];
+        let elem = &self.net.elem;
+        let ty = match &this.op.kernels {
+            Kernels::Conv(_) => quote!(ConvScratch<#elem>),
+            Kernels::Pool(kernels) => {
+                let ty = format_ident!("{}", kernels.state?);
+                quote!(#ty)
+            }
+            _ => return None,
+        };
+        Some((format_ident!("{}_state", this.ident), ty))
     }
 }
 

@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        input(1, 4, 4) -> max_pool(2, exact = 1) -> flatten -> mse
+    }
+}
+
+fn main() {}

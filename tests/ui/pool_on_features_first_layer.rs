@@ -1,0 +1,9 @@
+use chainrule::network;
+
+network! {
+    struct Net {
+        max_pool(2) -> affine(4, 2) -> mse
+    }
+}
+
+fn main() {}
