@@ -52,6 +52,15 @@ network! {
     struct Wide { affine(64, 300) -> relu -> affine(300, 10) -> softmax_cross_entropy }
 }
 
+network! {
+    /// A small version of the book's convolutional net: a convolution's scratch and a max pool's
+    /// argmax are kept between steps too.
+    struct Conv {
+        input(1, 12, 12) -> conv2d(1, 4, 3, pad = 1) -> relu -> max_pool(2) -> avg_pool(2)
+            -> affine(36, 10) -> softmax_cross_entropy
+    }
+}
+
 /// Inputs in [0, 1) and labels for a batch.
 fn batch(rows: usize, width: usize) -> (Array2<f32>, Vec<usize>) {
     let x = Array2::from_shape_fn((rows, width), |(i, j)| {
@@ -171,6 +180,10 @@ fn sized_buffers_are_reused() {
                 step_allocations(Book::default(), 100),
             ),
             ("64-300-10, batch 32", step_allocations(Wide::default(), 32)),
+            (
+                "conv-pool-affine, batch 20",
+                step_allocations(Conv::default(), 20),
+            ),
         ] {
             for (kind, count) in counts {
                 assert_eq!(

@@ -263,6 +263,9 @@ pub struct ConvKernels {
     pub backward_params: &'static str,
     pub forward_math: &'static str,
     pub backward_math: &'static str,
+    /// Activations it can apply as its sums are stored: `forward(x, w, b, z, y, scratch,
+    /// geometry)`.
+    pub epilogues: &'static [Epilogue],
 }
 
 /// A 2-D pooling, its geometry (`kernels::Pool2d`) last: `forward(x, y, [state,] geometry)` and
@@ -298,8 +301,8 @@ pub struct Epilogue {
     /// `backward_input(w, dy, y, dx)`: the input gradient of the product after the activation,
     /// with the activation's backward pass applied as it is stored (`dx = (dy·Wᵀ) ⊙ f'(y)`), when
     /// the activation's input and output each have one reader. Used only by `sgd_step`, which
-    /// keeps no gradients for people to read.
-    pub gated_backward_input: &'static str,
+    /// keeps no gradients for people to read. `None` for a product that has no such kernel.
+    pub gated_backward_input: Option<&'static str>,
 }
 
 /// What a loss compares with.
@@ -356,7 +359,7 @@ pub static OPS: &[OpSpec] = &[
             epilogues: &[Epilogue {
                 activation: "relu",
                 forward: "affine_relu_forward",
-                gated_backward_input: "affine_relu_backward_input",
+                gated_backward_input: Some("affine_relu_backward_input"),
             }],
         }),
         cost: costs::affine,
@@ -681,6 +684,11 @@ pub static OPS: &[OpSpec] = &[
             backward_input: "conv2d_backward_input",
             backward_params: "conv2d_param_grads_or_step",
             forward_math: "y[o, i, j] = b[o] + Σ_c,u,v W[o, c, u, v]·x[c, s·i + u − p, s·j + v − p] (zero outside x)",
+            epilogues: &[Epilogue {
+                activation: "relu",
+                forward: "conv2d_relu_forward",
+                gated_backward_input: None,
+            }],
             backward_math: "dx = the same sums run backwards (dy spread through W), dW[o, c, u, v] = Σ_rows,i,j dy[o, i, j]·x[c, s·i + u − p, s·j + v − p], db = Σ_rows,i,j dy (with `sgd = Some((η, λ))`: W ← (1 − η·λ)·W − η·dW, b −= η·db, in place of dW and db)",
         }),
         cost: costs::conv2d,
@@ -1104,6 +1112,17 @@ impl Kernels {
             Kernels::Activation(_) | Kernels::Concat(_) | Kernels::Pool(_) | Kernels::Source => {
                 false
             }
+        }
+    }
+}
+
+impl Kernels {
+    /// The activations a product can apply as it stores its sums.
+    pub fn epilogues(&self) -> &'static [Epilogue] {
+        match self {
+            Kernels::Affine(k) => k.epilogues,
+            Kernels::Conv(k) => k.epilogues,
+            _ => &[],
         }
     }
 }

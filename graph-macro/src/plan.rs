@@ -127,9 +127,7 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
 
     // Forward fusion: a product whose one reader is an activation it has an epilogue for.
     for (index, node) in net.nodes.iter().enumerate() {
-        let Kernels::Affine(AffineKernels { epilogues, .. }) = node.op.kernels else {
-            continue;
-        };
+        let epilogues = node.op.kernels.epilogues();
         let [reader] = readers[node.output][..] else {
             continue;
         };
@@ -165,9 +163,9 @@ pub fn plan(net: &Checked, errors: &mut Errors) -> Option<Plan> {
         let Some(&input) = activation.inputs.first() else {
             continue;
         };
-        let found = epilogues
-            .iter()
-            .find(|epilogue| epilogue.activation == activation.op.name);
+        let found = epilogues.iter().find(|epilogue| {
+            epilogue.activation == activation.op.name && epilogue.gated_backward_input.is_some()
+        });
         if let Some(epilogue) = found
             && activation.inputs.len() == 1
             && needs_grad[output]

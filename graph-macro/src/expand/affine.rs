@@ -78,7 +78,8 @@ impl Family for AffineKernels {
                         activation.ident,
                         activation.op.kernels.math().1
                     ));
-                    let kernel = format_ident!("{}", gate.epilogue.gated_backward_input);
+                    let gated = gate.epilogue.gated_backward_input;
+                    let kernel = format_ident!("{}", gated.expect("plan gates only with a kernel"));
                     let y = g.value_field(activation.output);
                     let du = g.grad_view_mut(activation.inputs[0]);
                     quote! {

@@ -51,10 +51,31 @@ impl Family for ConvKernels {
         let (w, b) = (g.param_field(node, "weight"), g.param_field(node, "bias"));
         let (state, _) = g.state(node)?;
         let geometry = conv_geometry(g, node);
+        let shapes = g.shapes_note(node);
+        if let Some(fused) = g.plan.nodes[node].epilogue {
+            let activation = &g.net.nodes[fused.node];
+            let out = g.value_field(activation.output);
+            let kernel = format_ident!("{}", fused.epilogue.forward);
+            return Some(Method {
+                math: self.forward_math,
+                note: format!(
+                    "{shapes} Also computes `{}` = `{}`: {}, as the sums are stored.",
+                    activation.ident,
+                    activation.layer.describe(),
+                    activation.op.kernels.math().0
+                ),
+                body: quote! {
+                    kernels::#kernel(
+                        #x, self.#w.value(), self.#b.value(), self.#y.view_mut(),
+                        self.#out.view_mut(), &mut self.#state, #geometry,
+                    );
+                },
+            });
+        }
         let kernel = format_ident!("{}", self.forward);
         Some(Method {
             math: self.forward_math,
-            note: g.shapes_note(node),
+            note: shapes,
             body: quote! {
                 kernels::#kernel(
                     #x, self.#w.value(), self.#b.value(), self.#y.view_mut(),
