@@ -68,7 +68,7 @@ pub use ndarray;
 pub mod prelude {
     pub use crate::network;
     pub use chainrule_runtime::optim::{Adam, Optim, Optimizer, Sgd};
-    pub use chainrule_runtime::{Init, Network, Target, Trainable, WeightPrecision};
+    pub use chainrule_runtime::{Init, Network, Schedule, Target, Trainable, WeightPrecision};
 }
 
 /// The README's examples, compiled and run as doc tests.

@@ -754,7 +754,8 @@ fn backward_from_before_any_forward_pass_is_an_error() {
     assert_eq!(error, Error::BackwardBeforeForward { network: "Gate" });
     assert_eq!(
         error.to_string(),
-        "Gate has no forward pass to backpropagate: call forward or loss first"
+        "Gate has no forward pass to backpropagate: call forward or loss first (infer, predict, \
+         accuracy and eval_loss keep nothing for a backward pass)"
     );
     // Nor does a failed forward pass count.
     assert!(net.forward(Array2::zeros((2, 4)).view()).is_err());

@@ -45,6 +45,28 @@ network! {
     }
 }
 
+network! {
+    /// The book's SimpleConvNet with a batch normalisation after the convolution and after the
+    /// first affine layer.
+    pub struct ConvBnNet {
+        input(1, 28, 28) -> conv2d(1, 30, 5) -> batchnorm -> relu -> max_pool(2)
+            -> affine(4320, 100) -> batchnorm -> relu -> affine(100, 10) -> softmax_cross_entropy
+    }
+}
+
+network! {
+    /// The book's DeepConvNet (chapter 8): six 3×3 convolutions, a max pool after every second,
+    /// then two affine layers with dropout.
+    pub struct DeepConvNet {
+        input(1, 28, 28)
+            -> conv2d(1, 16, 3, pad = 1) -> relu -> conv2d(16, 16, 3, pad = 1) -> relu -> max_pool(2)
+            -> conv2d(16, 32, 3, pad = 1) -> relu -> conv2d(32, 32, 3, pad = 2) -> relu -> max_pool(2)
+            -> conv2d(32, 64, 3, pad = 1) -> relu -> conv2d(64, 64, 3, pad = 1) -> relu -> max_pool(2)
+            -> affine(1024, 50) -> relu -> dropout(0.5) -> affine(50, 10) -> dropout(0.5)
+            -> softmax_cross_entropy
+    }
+}
+
 /// Train a network on MNIST, or on any data set in its IDX format.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -68,9 +90,21 @@ struct Args {
     /// Learning rate [default: 0.1 for sgd, the book's default for the others].
     #[arg(long)]
     lr: Option<f64>,
-    /// Multiply the learning rate by this after every epoch (1 keeps it constant).
+    /// Multiply the learning rate by this every epoch: at each epoch's end with `--schedule step`
+    /// (what a value other than 1 chooses by itself), a little every step with `--schedule exp`.
     #[arg(long, default_value_t = 1.0)]
     lr_decay: f64,
+    /// How the learning rate changes over the run's steps (mini-batches) [default: constant, or
+    /// step with --lr-decay].
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    /// Steps (mini-batches) of linear warm-up in front of the schedule: the learning rate rises
+    /// from lr/N at the first step to lr at the N-th; the schedule counts its steps from there.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// The learning rate `--schedule cosine` ends at.
+    #[arg(long, default_value_t = 0.0)]
+    min_lr: f64,
     /// L2 weight decay λ (applied to weights, not biases).
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -92,6 +126,11 @@ struct Args {
     /// Use only the first N test images.
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Measure the training loss and accuracy after each epoch on the first N training images
+    /// rather than all of them (the book's Trainer takes 1,000 for its deep net); the test set
+    /// is always measured whole.
+    #[arg(long)]
+    train_eval_limit: Option<usize>,
     /// Start from the parameters in this checkpoint (safetensors).
     #[arg(long)]
     load: Option<PathBuf>,
@@ -111,6 +150,12 @@ enum Arch {
     Deep,
     /// conv 30×5×5 - ReLU - max pool 2 - 100 - ReLU - 10 (the book's SimpleConvNet).
     Conv,
+    /// The same with a batch normalisation before each hidden ReLU.
+    ConvBn,
+    /// Six 3×3 convolutions (16, 16, 32, 32, 64, 64 channels) with ReLUs and three max pools,
+    /// 50 - ReLU - dropout - 10 - dropout (the book's DeepConvNet; use it with `--init he
+    /// --optimizer adam --lr 0.001`).
+    DeepConv,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,6 +163,18 @@ enum InitKind {
     Std,
     He,
     Xavier,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScheduleKind {
+    /// --lr at every step.
+    Constant,
+    /// ×--lr-decay at the end of every epoch.
+    Step,
+    /// ×--lr-decay per epoch, spread evenly over its steps.
+    Exp,
+    /// Cosine annealing from --lr to --min-lr over the run's steps after the warm-up.
+    Cosine,
 }
 
 /// One epoch's figures, for the log and the plot.
@@ -171,10 +228,19 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         ),
         Arch::Deep => train_net(DeepNet::new(init, args.seed), optim, args, &data, started),
         Arch::Conv => train_net(ConvNet::new(init, args.seed), optim, args, &data, started),
+        Arch::ConvBn => train_net(ConvBnNet::new(init, args.seed), optim, args, &data, started),
+        Arch::DeepConv => train_net(
+            DeepConvNet::new(init, args.seed),
+            optim,
+            args,
+            &data,
+            started,
+        ),
     }
 }
 
-/// The optimiser the options ask for, after checking every numeric option.
+/// The optimiser the options ask for, after checking every numeric option. Its schedule, which
+/// counts in batches, comes in `train_net` from `lr_schedule`.
 fn optimizer(args: &Args) -> Result<Optim, Box<dyn Error>> {
     let positive = |name: &str, v: f64| {
         if v.is_finite() && v > 0.0 {
@@ -188,6 +254,23 @@ fn optimizer(args: &Args) -> Result<Optim, Box<dyn Error>> {
     }
     positive("--init-std", args.init_std)?;
     positive("--lr-decay", args.lr_decay)?;
+    if !(args.min_lr.is_finite() && args.min_lr >= 0.0) {
+        return Err(format!("--min-lr must be 0 or more, not {}", args.min_lr).into());
+    }
+    let schedule = schedule_kind(args);
+    let name = schedule
+        .to_possible_value()
+        .expect("every schedule has a name");
+    if args.lr_decay != 1.0 && !matches!(schedule, ScheduleKind::Step | ScheduleKind::Exp) {
+        return Err(format!(
+            "--lr-decay is for --schedule step or exp, not {}",
+            name.get_name()
+        )
+        .into());
+    }
+    if args.min_lr != 0.0 && schedule != ScheduleKind::Cosine {
+        return Err(format!("--min-lr is for --schedule cosine, not {}", name.get_name()).into());
+    }
     if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         return Err(format!(
             "--weight-decay must be 0 or more, not {}",
@@ -204,7 +287,49 @@ fn optimizer(args: &Args) -> Result<Optim, Box<dyn Error>> {
         (None, Optim::Sgd(_)) => optim.with_lr(0.1),
         (None, _) => optim,
     };
+    if schedule == ScheduleKind::Cosine && args.min_lr >= optim.base_lr() {
+        return Err(format!(
+            "--min-lr ({}) must be below the learning rate ({}) that cosine starts from",
+            args.min_lr,
+            optim.base_lr()
+        )
+        .into());
+    }
     Ok(optim.with_weight_decay(args.weight_decay))
+}
+
+/// `--schedule`, or what it is when left out: step decay if `--lr-decay` is given, else constant.
+fn schedule_kind(args: &Args) -> ScheduleKind {
+    args.schedule.unwrap_or(if args.lr_decay == 1.0 {
+        ScheduleKind::Constant
+    } else {
+        ScheduleKind::Step
+    })
+}
+
+/// The learning-rate schedule the options ask for, counted in steps: `--lr-decay` applies per
+/// epoch of `per_epoch` batches, and cosine spans what the warm-up leaves of the run's
+/// `iterations`.
+fn lr_schedule(
+    args: &Args,
+    per_epoch: usize,
+    iterations: usize,
+) -> Result<Schedule, Box<dyn Error>> {
+    if args.warmup >= iterations {
+        return Err(format!(
+            "--warmup ({} steps) must be fewer than the run's {iterations} iterations",
+            args.warmup
+        )
+        .into());
+    }
+    let per_epoch = per_epoch as u64;
+    let schedule = match schedule_kind(args) {
+        ScheduleKind::Constant => Schedule::constant(),
+        ScheduleKind::Step => Schedule::step(per_epoch, args.lr_decay)?,
+        ScheduleKind::Exp => Schedule::exponential_every(per_epoch, args.lr_decay)?,
+        ScheduleKind::Cosine => Schedule::cosine((iterations - args.warmup) as u64, args.min_lr)?,
+    };
+    Ok(schedule.with_warmup(args.warmup as u64))
 }
 
 fn train_net<N>(
@@ -231,6 +356,7 @@ where
         (None, None) => 10_000,
     };
     let epochs = iterations.div_ceil(per_epoch);
+    optim = optim.with_schedule(lr_schedule(args, per_epoch, iterations)?);
     println!(
         "network: {} ({} parameters); optimiser: {optim}; batch {}; {iterations} iterations = {epochs} epoch{} of {per_epoch}",
         N::NAME,
@@ -247,7 +373,11 @@ where
         N::ACTIVATION_BYTES_TRAINING as f64 / 1e3,
     );
 
-    let mut history = vec![record(&mut net, 0, train, test, args.batch_size)?];
+    let train_eval = match args.train_eval_limit {
+        Some(n) => &train.take(n),
+        None => train,
+    };
+    let mut history = vec![record(&mut net, 0, train_eval, test, args.batch_size)?];
     report(&history[0], None);
     let interactive = std::io::stderr().is_terminal();
     let mut done = 0;
@@ -264,12 +394,13 @@ where
             if !loss.is_finite() {
                 // Diverged: stop here, save nothing (a checkpoint already at --save stays).
                 bar.finish_and_clear();
-                let lr = optim.lr();
+                // This step's rate (`lr()` is the next one's); a smaller base rate is the cure.
+                let lr = optim.schedule().lr(optim.base_lr(), done as u64);
                 return Err(format!(
                     "step {} (epoch {epoch}): the loss is {loss} at learning rate {lr}: training \
                      has diverged; try a smaller --lr, such as {}",
                     done + 1,
-                    lr / 10.0
+                    optim.base_lr() / 10.0
                 )
                 .into());
             }
@@ -294,8 +425,7 @@ where
         training += elapsed;
         samples += seen;
         bar.finish_and_clear();
-        optim.set_lr(optim.lr() * args.lr_decay);
-        history.push(record(&mut net, epoch, train, test, args.batch_size)?);
+        history.push(record(&mut net, epoch, train_eval, test, args.batch_size)?);
         report(&history[epoch], Some((elapsed, seen)));
     }
 

@@ -15,7 +15,8 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, UnOp};
 use crate::errors::Errors;
 use crate::graph::{Graph, Node};
 use crate::ops::{
-    self, ArgKind, ArgSpec, ArgValue, Args, Bound, Incoming, InitSpec, Kernels, OpSpec, ShapeIn,
+    self, ArgKind, ArgSpec, ArgValue, Args, Bound, Incoming, InitSpec, Kernels, OpSpec, ParamDims,
+    ShapeIn,
 };
 use crate::parse::{Argument, Form, Layer, NetworkDef};
 use crate::shape::{MAX_RANK, Shape};
@@ -91,6 +92,7 @@ pub struct CheckedParam {
 pub enum ResolvedInit {
     Weight { fan_in: usize },
     Zero,
+    One,
 }
 
 /// A value's shape while checking: known, or unknown because of an earlier error.
@@ -329,6 +331,7 @@ pub fn check<'a>(
                 continue;
             }
         };
+        let params = with_channels(params, op, &incoming[0].shape);
         // An op without parameters that gives what it takes passes on where the shape was chosen.
         let setter = if params.is_empty() && shape == incoming[0].shape {
             shape_set_by.get(&inputs[0]).copied()
@@ -805,7 +808,11 @@ fn parameters(
 ) -> Option<Vec<CheckedParam>> {
     let mut params = Vec::with_capacity(op.params.len());
     for spec in op.params {
-        let shape: Vec<usize> = spec.dims.iter().map(|&i| args.whole(i)).collect();
+        let shape: Vec<usize> = match spec.dims {
+            ParamDims::Args(dims) => dims.iter().map(|&i| args.whole(i)).collect(),
+            // Known once the input's shape is: `with_channels` fills it in.
+            ParamDims::Channels => Vec::new(),
+        };
         if shape
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -829,6 +836,7 @@ fn parameters(
                 fan_in: fan_in.iter().map(|&i| args.whole(i)).product(),
             },
             InitSpec::Zero => ResolvedInit::Zero,
+            InitSpec::One => ResolvedInit::One,
         };
         params.push(CheckedParam {
             name: spec.name,
@@ -837,6 +845,17 @@ fn parameters(
         });
     }
     Some(params)
+}
+
+/// `params` with the shapes that follow from the op's input filled in: one per channel (per
+/// feature, for a vector).
+fn with_channels(mut params: Vec<CheckedParam>, op: &OpSpec, input: &Shape) -> Vec<CheckedParam> {
+    for (param, spec) in params.iter_mut().zip(op.params) {
+        if let ParamDims::Channels = spec.dims {
+            param.shape = vec![input.dims()[0]];
+        }
+    }
+    params
 }
 
 /// The op a layer names.

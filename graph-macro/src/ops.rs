@@ -180,10 +180,19 @@ pub type CostRule = fn(&CostIn) -> Cost;
 pub struct ParamSpec {
     /// Its name within the layer: `affine0.weight`.
     pub name: &'static str,
-    /// Its shape, as indices into the op's (whole-number) arguments.
-    pub dims: &'static [usize],
+    /// Its shape.
+    pub dims: ParamDims,
     /// How it starts.
     pub init: InitSpec,
+}
+
+/// Where a parameter's shape comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamDims {
+    /// The op's whole-number arguments at these indices.
+    Args(&'static [usize]),
+    /// One per channel of its input (per feature, for a vector): a batch normalisation's γ.
+    Channels,
 }
 
 /// How a parameter is initialised (the runtime's `ParamInit`).
@@ -193,6 +202,8 @@ pub enum InitSpec {
     Weight { fan_in: &'static [usize] },
     /// Zero.
     Zero,
+    /// One.
+    One,
 }
 
 /// Which runtime kernels an op uses; each variant is a calling convention of the runtime, and
@@ -208,6 +219,8 @@ pub enum Kernels {
     Loss(LossKernels),
     Conv(ConvKernels),
     Pool(PoolKernels),
+    Norm(NormKernels),
+    Dropout(DropoutKernels),
 }
 
 /// `forward(x, w, b, y)`, `backward_input(w, dy, dx, mode)`, and `backward_params(x, dy, &mut
@@ -281,6 +294,28 @@ pub struct PoolKernels {
     pub backward_math: &'static str,
 }
 
+/// A batch normalisation, its geometry and options (`kernels::BatchNorm`) and running statistics
+/// (`kernels::BatchNormState`) given to both passes: `forward(x, γ, β, y, state, geometry,
+/// training)` and `backward(x, dy, Some((dx, mode)), &mut γ, &mut β, sgd, state, geometry)`.
+#[derive(Debug, Clone, Copy)]
+pub struct NormKernels {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
+/// Dropout, its mask (`kernels::DropoutMask`) kept between the passes and drawn from the
+/// network's generator: `forward(x, y, mask, p, rng, training)` and `backward(dy, dx, mode,
+/// mask)`.
+#[derive(Debug, Clone, Copy)]
+pub struct DropoutKernels {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub forward_math: &'static str,
+    pub backward_math: &'static str,
+}
+
 /// `kernel(x, targets, dx) -> loss`: the mean loss and its gradient in one pass.
 #[derive(Debug, Clone, Copy)]
 pub struct LossKernels {
@@ -341,12 +376,12 @@ pub static OPS: &[OpSpec] = &[
         params: &[
             ParamSpec {
                 name: "weight",
-                dims: &[0, 1],
+                dims: ParamDims::Args(&[0, 1]),
                 init: InitSpec::Weight { fan_in: &[0] },
             },
             ParamSpec {
                 name: "bias",
-                dims: &[1],
+                dims: ParamDims::Args(&[1]),
                 init: InitSpec::Zero,
             },
         ],
@@ -670,12 +705,12 @@ pub static OPS: &[OpSpec] = &[
         params: &[
             ParamSpec {
                 name: "weight",
-                dims: &[1, 0, 2, 2],
+                dims: ParamDims::Args(&[1, 0, 2, 2]),
                 init: InitSpec::Weight { fan_in: &[0, 2, 2] },
             },
             ParamSpec {
                 name: "bias",
-                dims: &[1],
+                dims: ParamDims::Args(&[1]),
                 init: InitSpec::Zero,
             },
         ],
@@ -748,6 +783,77 @@ pub static OPS: &[OpSpec] = &[
             backward_math: "dx = dy",
         }),
         cost: costs::none,
+    },
+    OpSpec {
+        name: "batchnorm",
+        aliases: &["batch_norm"],
+        elsewhere: &["batchnorm1d", "batchnorm2d", "bn", "batch_normalization"],
+        args: &[
+            ArgSpec {
+                name: "momentum",
+                kind: ArgKind::Real {
+                    min: Bound::Inclusive(0.0),
+                    max: Bound::Inclusive(1.0),
+                },
+                default: Some(ArgValue::Real(0.1)),
+            },
+            ArgSpec {
+                name: "eps",
+                kind: ArgKind::Real {
+                    min: Bound::Exclusive(0.0),
+                    max: Bound::Unbounded,
+                },
+                default: Some(ArgValue::Real(1e-5)),
+            },
+        ],
+        inputs: Inputs::Chain,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[
+            ParamSpec {
+                name: "gamma",
+                dims: ParamDims::Channels,
+                init: InitSpec::One,
+            },
+            ParamSpec {
+                name: "beta",
+                dims: ParamDims::Channels,
+                init: InitSpec::Zero,
+            },
+        ],
+        kernels: Kernels::Norm(NormKernels {
+            forward: "batchnorm_forward",
+            backward: "batchnorm_backward",
+            forward_math: "y = γ·(x − μ)/√(σ² + ε) + β per channel (per feature on vectors), μ and σ² the batch's mean and variance over its samples and positions in training (the running ones move towards them: r ← (1 − momentum)·r + momentum·batch), the running ones in evaluation",
+            backward_math: "x̂ = (x − μ)/σ; dβ = Σ dy, dγ = Σ dy·x̂; dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)) after a training pass, γ/σ·dy after an evaluation pass (with `sgd = Some((η, _))`: γ −= η·dγ, β −= η·dβ in place of dγ and dβ)",
+        }),
+        cost: costs::per_element::<6, 8>,
+    },
+    OpSpec {
+        name: "dropout",
+        aliases: &[],
+        elsewhere: &["dropout2d"],
+        args: &[ArgSpec {
+            name: "p",
+            kind: ArgKind::Real {
+                min: Bound::Inclusive(0.0),
+                max: Bound::Exclusive(1.0),
+            },
+            default: Some(ArgValue::Real(0.5)),
+        }],
+        inputs: Inputs::Chain,
+        shape: rules::same,
+        fixes_input: None,
+        fixes_output: None,
+        params: &[],
+        kernels: Kernels::Dropout(DropoutKernels {
+            forward: "dropout_forward",
+            backward: "dropout_backward",
+            forward_math: "y = x·m/(1 − p) in training, m a fresh mask of Bernoulli(1 − p) draws from the network's generator; y = x in evaluation",
+            backward_math: "dx = dy·m/(1 − p) after a training pass (its mask), dy after an evaluation pass",
+        }),
+        cost: costs::per_element::<1, 1>,
     },
 ];
 
@@ -1100,6 +1206,8 @@ impl Kernels {
             Kernels::Loss(k) => (k.math, k.math),
             Kernels::Conv(k) => (k.forward_math, k.backward_math),
             Kernels::Pool(k) => (k.forward_math, k.backward_math),
+            Kernels::Norm(k) => (k.forward_math, k.backward_math),
+            Kernels::Dropout(k) => (k.forward_math, k.backward_math),
             Kernels::Source => ("", ""),
         }
     }
@@ -1108,15 +1216,27 @@ impl Kernels {
     /// that a backward method of an op reading the network's input takes the batch.
     pub fn backward_reads_inputs(&self) -> bool {
         match self {
-            Kernels::Affine(_) | Kernels::Merge(_) | Kernels::Loss(_) | Kernels::Conv(_) => true,
-            Kernels::Activation(_) | Kernels::Concat(_) | Kernels::Pool(_) | Kernels::Source => {
-                false
-            }
+            Kernels::Affine(_)
+            | Kernels::Merge(_)
+            | Kernels::Loss(_)
+            | Kernels::Conv(_)
+            | Kernels::Norm(_) => true,
+            Kernels::Activation(_)
+            | Kernels::Concat(_)
+            | Kernels::Pool(_)
+            | Kernels::Dropout(_)
+            | Kernels::Source => false,
         }
     }
 }
 
 impl Kernels {
+    /// Whether the op computes differently in training and in evaluation (batch statistics,
+    /// dropout masks): a network with such an op keeps which mode its last forward pass ran in.
+    pub fn has_mode(&self) -> bool {
+        matches!(self, Kernels::Norm(_) | Kernels::Dropout(_))
+    }
+
     /// The activations a product can apply as it stores its sums.
     pub fn epilogues(&self) -> &'static [Epilogue] {
         match self {

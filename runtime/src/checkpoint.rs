@@ -1,5 +1,6 @@
 //! Checkpoints: a network's parameters in the safetensors format, named after the layers
-//! (`affine0.weight`, ...), so that Python's `safetensors` and numpy can read them.
+//! (`affine0.weight`, ...), so that Python's `safetensors` and numpy can read them, and the state
+//! it keeps without training it ([`Network::for_each_buffer`]: `batchnorm0.running_mean`, ...).
 //!
 //! Saving is atomic: the file is written beside its destination under a temporary name
 //! (`NAME.partial`, which the next save overwrites if a killed one left it), flushed, then renamed
@@ -45,13 +46,15 @@ fn bad(path: &Path, problem: impl Into<String>) -> Error {
 pub fn save<N: Network + ?Sized>(net: &N, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    net.for_each_param(&mut |p| {
-        let mut bytes = Vec::with_capacity(p.value.len() * N::Elem::BYTES);
-        for &v in p.value {
+    let mut add = |name: &str, shape: &[usize], values: &[N::Elem]| {
+        let mut bytes = Vec::with_capacity(values.len() * N::Elem::BYTES);
+        for &v in values {
             v.extend_le_bytes(&mut bytes);
         }
-        tensors.push((p.name.to_owned(), p.shape.to_vec(), bytes));
-    });
+        tensors.push((name.to_owned(), shape.to_vec(), bytes));
+    };
+    net.for_each_param(&mut |p| add(p.name, p.shape, p.value));
+    net.for_each_buffer(&mut |b| add(b.name, &[b.value.len()], b.value));
     let views = tensors
         .iter()
         .map(|(name, shape, bytes)| {
@@ -154,6 +157,7 @@ pub fn load<N: Network + ?Sized>(net: &mut N, path: impl AsRef<Path>) -> Result<
     let mut problems = Vec::new();
     let mut expected = Vec::new();
     net.for_each_param(&mut |p| expected.push((p.name, p.shape.to_vec())));
+    net.for_each_buffer(&mut |b| expected.push((b.name, vec![b.value.len()])));
     for (name, shape) in &expected {
         match file.tensor(name) {
             Err(_) => problems.push(format!("{name} is missing")),
@@ -216,15 +220,19 @@ pub fn load<N: Network + ?Sized>(net: &mut N, path: impl AsRef<Path>) -> Result<
         ));
     }
 
-    net.for_each_param_mut(&mut |p| {
+    let read = |name: &str, values: &mut [N::Elem]| {
         let data = file
-            .tensor(p.name)
-            .expect("checked above: every parameter is in the file")
+            .tensor(name)
+            .expect("checked above: every tensor is in the file")
             .data();
-        for (v, chunk) in p.value.iter_mut().zip(data.chunks_exact(N::Elem::BYTES)) {
+        for (v, chunk) in values.iter_mut().zip(data.chunks_exact(N::Elem::BYTES)) {
             *v = N::Elem::from_le_slice(chunk);
         }
+    };
+    net.for_each_param_mut(&mut |p| {
+        read(p.name, p.value);
         p.grad.fill(<N::Elem as num_traits::Zero>::zero());
     });
+    net.for_each_buffer_mut(&mut |b| read(b.name, b.value));
     Ok(())
 }

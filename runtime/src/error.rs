@@ -38,8 +38,12 @@ pub enum Error {
         class: usize,
         classes: usize,
     },
-    /// `backward_from` was called before any forward pass.
-    #[error("{network} has no forward pass to backpropagate: call forward or loss first")]
+    /// `backward_from` was called before any forward pass that keeps what it needs (`infer`,
+    /// `predict` and `accuracy` keep nothing).
+    #[error(
+        "{network} has no forward pass to backpropagate: call forward or loss first (infer, \
+         predict, accuracy and eval_loss keep nothing for a backward pass)"
+    )]
     BackwardBeforeForward { network: &'static str },
     /// The gradient handed to `backward_from` does not match the output.
     #[error(
@@ -110,6 +114,14 @@ pub enum Error {
     /// An optimiser name that [`Optim::from_name`](crate::optim::Optim::from_name) does not know.
     #[error("there is no optimiser named {name:?}; choose one of: {known}")]
     UnknownOptimizer { name: String, known: String },
+    /// A learning-rate [`Schedule`](crate::Schedule) was given a value that makes no schedule.
+    #[error("{schedule} schedule: {parameter} must be {requirement}, not {value}")]
+    InvalidSchedule {
+        schedule: &'static str,
+        parameter: &'static str,
+        requirement: &'static str,
+        value: String,
+    },
 }
 
 /// `Result` with chainrule's [`Error`].

@@ -10,6 +10,9 @@ use ndarray::ArrayView2;
 use crate::error::Result;
 use crate::network::Trainable;
 
+/// The seed of the dropout masks in every pass of a check, so that each pass drops the same units.
+pub const MASK_SEED: u64 = 0x6472_6f70;
+
 /// How well backprop agreed with the numerical gradient for one parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamCheck {
@@ -28,6 +31,8 @@ pub struct ParamCheck {
 /// parameter of `net`, on the batch `x` with targets `t`. Returns one [`ParamCheck`] per parameter.
 ///
 /// Parameters are restored exactly after each probe; gradients are those of `x`, `t` at the end.
+/// The loss is a training pass's: a batch normalisation uses the batch's statistics, and dropout
+/// the same masks in every pass (the mask generator is restarted with [`MASK_SEED`] before each).
 pub fn check<N>(
     net: &mut N,
     x: ArrayView2<'_, f64>,
@@ -52,6 +57,7 @@ pub fn check_sampled<N>(
 where
     N: Trainable<Elem = f64>,
 {
+    net.seed_masks(MASK_SEED);
     net.gradient(x, t)?;
     let mut analytic = Vec::with_capacity(N::PARAM_NAMES.len());
     net.for_each_param(&mut |p| analytic.push(p.grad.to_vec()));
@@ -72,8 +78,10 @@ where
             let a = analytic[i];
             let original = net.param(name)?.value[i];
             net.param_mut(name)?.value[i] = original + eps;
+            net.seed_masks(MASK_SEED);
             let plus = net.loss(x, t)?;
             net.param_mut(name)?.value[i] = original - eps;
+            net.seed_masks(MASK_SEED);
             let minus = net.loss(x, t)?;
             net.param_mut(name)?.value[i] = original;
             let numeric = (plus - minus) / (2.0 * eps);
@@ -92,6 +100,7 @@ where
         });
     }
     // Leave the gradients of the unperturbed parameters in place.
+    net.seed_masks(MASK_SEED);
     net.gradient(x, t)?;
     Ok(report)
 }

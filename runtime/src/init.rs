@@ -42,8 +42,10 @@ impl Init {
 pub enum ParamInit {
     /// A weight matrix fed by `fan_in` inputs: drawn by the chosen [`Init`].
     Weight { fan_in: usize },
-    /// Starts at zero (biases).
+    /// Starts at zero (biases, a batch normalisation's β).
     Zero,
+    /// Starts at one (a batch normalisation's γ).
+    One,
 }
 
 /// The random generator used for initialisation: the same seed gives the same parameters on every
@@ -60,6 +62,7 @@ impl<T: Element, D: Dimension> Param<T, D> {
     pub fn init(&mut self, how: ParamInit, init: Init, rng: &mut InitRng) {
         match how {
             ParamInit::Zero => self.value_mut().fill(T::zero()),
+            ParamInit::One => self.value_mut().fill(T::one()),
             ParamInit::Weight { fan_in } => {
                 let std = init.std_dev(fan_in);
                 self.value_mut().map_inplace(|v| {

@@ -32,6 +32,13 @@
 //!   [`PoolArgmax`] the layer keeps saying where each maximum came from;
 //!   `avg_pool_forward(x, y, g)` and `avg_pool_backward(dy, dx, mode, g)`; flattening images
 //!   into features is an activation: `flatten_forward(x, y)`, `flatten_backward(y, dy, dx, mode)`;
+//! - the layers with a training mode, whose forward pass is told which mode it runs in and
+//!   whose backward pass differentiates the mode of the last forward one: batch normalisation,
+//!   `batchnorm_forward(x, γ, β, y, state, g, training)` and [`batchnorm_backward`]`(x, dy,
+//!   Some((dx, mode)), γ, β, sgd, state, g)` with its geometry `g` a [`BatchNorm`] and the
+//!   running statistics in its [`BatchNormState`]; inverted dropout, `dropout_forward(x, y,
+//!   mask, p, rng, training)` and `dropout_backward(dy, dx, mode, mask)`, the [`DropoutMask`]
+//!   kept for the backward pass and the masks drawn from the network's [`MaskRng`];
 //! - losses: `NAME(x, targets, dx) -> loss`: the mean loss over the batch, and its gradient with
 //!   respect to `x` written into `dx` in the same pass (the fused softmax-with-loss of the book).
 //!
@@ -50,6 +57,10 @@ pub use crate::conv::{
     Conv2d, ConvScratch, Pool2d, PoolArgmax, avg_pool_backward, avg_pool_forward,
     conv2d_backward_input, conv2d_forward, conv2d_param_grads_or_step, conv2d_relu_forward,
     flatten_backward, flatten_forward, max_pool_backward, max_pool_forward,
+};
+pub use crate::norm::{
+    BatchNorm, BatchNormState, DropoutMask, MaskRng, batchnorm_backward, batchnorm_forward,
+    dropout_backward, dropout_forward, mask_rng,
 };
 
 /// How a backward kernel stores an input gradient.

@@ -7,7 +7,8 @@
 //! - [`Network`] and [`Trainable`]: the traits every generated network implements, so training code
 //!   can be generic.
 //! - [`optim`]: the book's optimisers (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) behind one
-//!   [`Optimizer`](optim::Optimizer) trait; [`gradcheck`]: central-difference gradient checking.
+//!   [`Optimizer`](optim::Optimizer) trait; [`Schedule`]: learning-rate schedules they take (step,
+//!   exponential, cosine, warm-up); [`gradcheck`]: central-difference gradient checking.
 //! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
 //!   shuffled mini-batches.
 //! - [`checkpoint`]: parameters saved to and loaded from safetensors files; [`train`]: evaluation
@@ -25,10 +26,12 @@ pub mod gradcheck;
 pub mod init;
 pub mod kernels;
 mod network;
+mod norm;
 pub mod optim;
 mod param;
 pub mod pool;
 mod precision;
+pub mod schedule;
 mod target;
 pub mod train;
 mod update;
@@ -40,7 +43,8 @@ pub mod __private;
 pub use element::Element;
 pub use error::{DataError, Error, Result};
 pub use init::{Init, ParamInit};
-pub use network::{Network, Trainable, ValueRef};
+pub use network::{BufferMut, BufferRef, Network, Trainable, ValueRef};
 pub use param::{Param, ParamMut, ParamRef};
 pub use precision::WeightPrecision;
+pub use schedule::Schedule;
 pub use target::{Target, argmax_rows};

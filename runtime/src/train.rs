@@ -16,7 +16,8 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
-/// Evaluates `net` on all of `data`, `chunk` samples at a time (one forward pass per chunk).
+/// Evaluates `net` on all of `data`, `chunk` samples at a time (one evaluation pass per chunk,
+/// [`Trainable::eval_loss`]: running statistics, no dropout, nothing kept).
 ///
 /// A chunk equal to the training batch size keeps the network's buffers at that size, so nothing
 /// is reallocated between training and evaluation.
@@ -32,7 +33,7 @@ where
         let end = (start + chunk).min(data.len());
         let x = data.images().slice_move(s![start..end, ..]);
         let t = &data.labels()[start..end];
-        loss += f64::from(net.loss(x, t)?) * (end - start) as f64;
+        loss += f64::from(net.eval_loss(x, t)?) * (end - start) as f64;
         correct += Target::<f32>::correct(&t, net.output());
         start = end;
     }

@@ -49,7 +49,7 @@ impl Family for ConvKernels {
         let x = g.pass_view(this.inputs[0]);
         let y = g.value_field(this.output);
         let (w, b) = (g.param_field(node, "weight"), g.param_field(node, "bias"));
-        let (state, _) = g.state(node)?;
+        let (state, _, _) = g.state(node)?;
         let geometry = conv_geometry(g, node);
         let shapes = g.shapes_note(node);
         if let Some(fused) = g.plan.nodes[node].epilogue {
@@ -89,7 +89,7 @@ impl Family for ConvKernels {
         let this = &g.net.nodes[node];
         let plan = &g.plan.nodes[node];
         let (w, b) = (g.param_field(node, "weight"), g.param_field(node, "bias"));
-        let (state, _) = g.state(node)?;
+        let (state, _, _) = g.state(node)?;
         let x = g.pass_view(this.inputs[0]);
         let dy = g.grad_view(this.output);
         let geometry = conv_geometry(g, node);
@@ -122,7 +122,7 @@ impl Family for PoolKernels {
         let this = &g.net.nodes[node];
         let x = g.pass_view(this.inputs[0]);
         let y = g.value_field(this.output);
-        let state = g.state(node).map(|(field, _)| quote!(&mut self.#field,));
+        let state = g.state(node).map(|(field, _, _)| quote!(&mut self.#field,));
         let geometry = pool_geometry(g, node);
         let kernel = format_ident!("{}", self.forward);
         Some(Method {
@@ -137,7 +137,7 @@ impl Family for PoolKernels {
         let mode = g.plan.nodes[node].modes[0]?;
         let dy = g.grad_view(this.output);
         let dx = g.grad_view_mut(this.inputs[0]);
-        let state = g.state(node).map(|(field, _)| quote!(&self.#field,));
+        let state = g.state(node).map(|(field, _, _)| quote!(&self.#field,));
         let geometry = pool_geometry(g, node);
         let kernel = format_ident!("{}", self.backward);
         Some(Method {

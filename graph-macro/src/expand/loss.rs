@@ -20,7 +20,14 @@ impl Family for LossKernels {
 }
 
 /// The loss method and the `Trainable` impl, for the loss `node`.
-pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStream {
+/// `train_mode` and `eval_mode` put the network in either mode before a forward pass.
+pub fn trainable(
+    g: &Generator,
+    node: usize,
+    kernels: &LossKernels,
+    train_mode: &Option<TokenStream>,
+    eval_mode: &Option<TokenStream>,
+) -> TokenStream {
     let net = g.net;
     let loss = &net.nodes[node];
     let ty = g.ty;
@@ -64,6 +71,7 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
                 private::check_batch(#name, &x, #input_width, &t, outputs)?;
                 self.resize_values(x.nrows());
                 self.resize_grads(x.nrows());
+                #train_mode
                 self.run_forward(x);
                 #bind
                 let loss = self.#method(t, #args);
@@ -86,11 +94,29 @@ pub fn trainable(g: &Generator, node: usize, kernels: &LossKernels) -> TokenStre
                 self.resize_values(x.nrows());
                 self.resize_grads(x.nrows());
                 private::copy_input(&mut self.input, x, #input_width);
+                #train_mode
                 let loss = self.on_kept_batch(|net, batch| {
                     net.run_forward(batch);
                     net.#method(t, #args)
                 });
                 self.pass = private::Pass::Loss;
+                Ok(loss)
+            }
+
+            fn eval_loss(
+                &mut self,
+                x: ArrayView2<'_, #elem>,
+                t: Self::Targets<'_>,
+            ) -> ::chainrule::Result<#elem> {
+                let outputs = <Self as ::chainrule::Network>::OUTPUT;
+                private::check_batch(#name, &x, #input_width, &t, outputs)?;
+                self.resize_values(x.nrows());
+                self.resize_grads(x.nrows());
+                #eval_mode
+                self.run_forward(x);
+                #bind
+                let loss = self.#method(t, #args);
+                self.pass = private::Pass::None;
                 Ok(loss)
             }
 

@@ -13,6 +13,7 @@ mod concat;
 mod conv;
 mod loss;
 mod merge;
+mod norm;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ fn family(kernels: &Kernels) -> Option<&dyn Family> {
         Kernels::Loss(kernels) => Some(kernels),
         Kernels::Conv(kernels) => Some(kernels),
         Kernels::Pool(kernels) => Some(kernels),
+        Kernels::Norm(kernels) => Some(kernels),
+        Kernels::Dropout(kernels) => Some(kernels),
         Kernels::Source => None,
     }
 }
@@ -184,6 +187,7 @@ impl Generator<'_> {
                         quote!(::chainrule::ParamInit::Weight { fan_in: #fan_in })
                     }
                     ResolvedInit::Zero => quote!(::chainrule::ParamInit::Zero),
+                    ResolvedInit::One => quote!(::chainrule::ParamInit::One),
                 };
                 param_inits.push(moved_quote! { self.#field.init(#how, init, &mut rng); });
                 param_names.push((param_name, field));
@@ -241,16 +245,76 @@ impl Generator<'_> {
         }
 
         // What nodes keep between calls: they size it themselves on first use.
+        let mut running = Vec::new();
         for node in 0..net.nodes.len() {
-            if let Some((field, ty)) = self.state(node) {
+            if let Some((field, ty, new)) = self.state(node) {
                 let doc = format!(" What `{}` keeps between calls.", net.nodes[node].ident);
                 buffer_fields.push(moved_quote! {
                     #[doc = #doc]
                     #field: ::chainrule::kernels::#ty
                 });
-                buffer_news.push(moved_quote! { #field: ::core::default::Default::default() });
+                buffer_news.push(moved_quote! { #field: #new });
+                if let Kernels::Norm(_) = net.nodes[node].op.kernels {
+                    let ident = &net.nodes[node].ident;
+                    let names = [
+                        format!("{ident}.running_mean"),
+                        format!("{ident}.running_var"),
+                    ];
+                    running.push((field, names));
+                }
             }
         }
+        // The mode of the last forward pass, and the generator of dropout masks.
+        let mut mode_init = TokenStream::new();
+        let mut mode_methods = TokenStream::new();
+        if self.has_mode() {
+            buffer_fields.push(moved_quote! {
+                /// Whether the last forward pass was a training pass (batch statistics, dropout
+                /// masks) rather than an evaluation pass.
+                training: bool
+            });
+            buffer_news.push(moved_quote! { training: false });
+        }
+        if self.draws_masks() {
+            buffer_fields.push(moved_quote! {
+                /// The generator of the dropout masks, seeded with the network.
+                masks: ::chainrule::kernels::MaskRng
+            });
+            buffer_news.push(moved_quote! { masks: kernels::mask_rng(seed) });
+            mode_init.extend(quote!(self.masks = kernels::mask_rng(seed);));
+            mode_methods.extend(quote! {
+                fn seed_masks(&mut self, seed: u64) {
+                    self.masks = kernels::mask_rng(seed);
+                }
+            });
+        }
+        if !running.is_empty() {
+            let visit = running.iter().map(|(field, [mean, var])| {
+                quote! {
+                    f(::chainrule::BufferRef { name: #mean, value: self.#field.running_mean() });
+                    f(::chainrule::BufferRef { name: #var, value: self.#field.running_var() });
+                }
+            });
+            let visit_mut = running.iter().map(|(field, [mean, var])| {
+                quote! {
+                    f(::chainrule::BufferMut { name: #mean, value: self.#field.running_mean_mut() });
+                    f(::chainrule::BufferMut { name: #var, value: self.#field.running_var_mut() });
+                }
+            });
+            mode_methods.extend(quote! {
+                fn for_each_buffer(&self, f: &mut dyn FnMut(::chainrule::BufferRef<'_, #elem>)) {
+                    #(#visit)*
+                }
+
+                fn for_each_buffer_mut(
+                    &mut self,
+                    f: &mut dyn FnMut(::chainrule::BufferMut<'_, #elem>),
+                ) {
+                    #(#visit_mut)*
+                }
+            });
+        }
+        let (train_mode, eval_mode) = (self.set_mode(true), self.set_mode(false));
 
         // The batch, kept for a later `backward` (`gradient` reads it in place instead).
         let input_width = self.input_width();
@@ -371,7 +435,7 @@ impl Generator<'_> {
 
         let trainable = self
             .loss()
-            .map(|(node, kernels)| loss::trainable(self, node, kernels));
+            .map(|(node, kernels)| loss::trainable(self, node, kernels, &train_mode, &eval_mode));
 
         let fields = quote! {
             #(#param_fields,)*
@@ -464,6 +528,7 @@ impl Generator<'_> {
                 fn init(&mut self, init: ::chainrule::Init, seed: u64) {
                     let mut rng = ::chainrule::init::rng(seed);
                     #(#param_inits)*
+                    #mode_init
                 }
 
                 fn forward(
@@ -473,8 +538,21 @@ impl Generator<'_> {
                     private::check_input(#name, &x, #input_width)?;
                     self.resize_values(x.nrows());
                     private::copy_input(&mut self.input, x, #input_width);
+                    #eval_mode
                     self.on_kept_batch(|net, batch| net.run_forward(batch));
                     self.pass = private::Pass::Forward;
+                    Ok(#output)
+                }
+
+                fn infer(
+                    &mut self,
+                    x: ArrayView2<'_, #elem>,
+                ) -> ::chainrule::Result<ArrayView2<'_, #elem>> {
+                    private::check_input(#name, &x, #input_width)?;
+                    self.resize_values(x.nrows());
+                    #eval_mode
+                    self.run_forward(x);
+                    self.pass = private::Pass::None;
                     Ok(#output)
                 }
 
@@ -556,6 +634,7 @@ impl Generator<'_> {
                 #dot_with_values
             }
         });
+        network.extend(mode_methods);
         rest.extend(braced(quote!(impl ::chainrule::Network for #ty), network));
         rest.extend(trainable);
         (fields, rest)
@@ -883,19 +962,49 @@ impl Generator<'_> {
     }
 
     /// The field of what a node keeps between calls (a convolution's scratch, a max pool's
-    /// argmax), and its type in `kernels`, if it keeps anything.
-    fn state(&self, node: usize) -> Option<(Ident, TokenStream)> {
+    /// argmax, a batch normalisation's statistics, a dropout's mask), its type in `kernels`, and
+    /// how it starts, if the node keeps anything.
+    fn state(&self, node: usize) -> Option<(Ident, TokenStream, TokenStream)> {
         let this = &self.net.nodes[node];
         let elem = &self.net.elem;
-        let ty = match &this.op.kernels {
-            Kernels::Conv(_) => quote!(ConvScratch<#elem>),
+        let default = quote!(::core::default::Default::default());
+        let (ty, new) = match &this.op.kernels {
+            Kernels::Conv(_) => (quote!(ConvScratch<#elem>), default),
             Kernels::Pool(kernels) => {
                 let ty = format_ident!("{}", kernels.state?);
-                quote!(#ty)
+                (quote!(#ty), default)
             }
+            Kernels::Norm(_) => {
+                let channels = lit(self.net.values[this.inputs[0]].shape.dims()[0]);
+                (
+                    quote!(BatchNormState<#elem>),
+                    quote!(::chainrule::kernels::BatchNormState::new(#channels)),
+                )
+            }
+            Kernels::Dropout(_) => (quote!(DropoutMask<#elem>), default),
             _ => return None,
         };
-        Some((format_ident!("{}_state", this.ident), ty))
+        Some((format_ident!("{}_state", this.ident), ty, new))
+    }
+
+    /// Whether some op computes differently in training and in evaluation: the network then
+    /// keeps the mode of its last forward pass.
+    fn has_mode(&self) -> bool {
+        self.net.nodes.iter().any(|node| node.op.kernels.has_mode())
+    }
+
+    /// Whether some op draws dropout masks: the network then has a generator for them.
+    fn draws_masks(&self) -> bool {
+        self.net
+            .nodes
+            .iter()
+            .any(|node| matches!(node.op.kernels, Kernels::Dropout(_)))
+    }
+
+    /// The statement that puts the network in `training` mode or evaluation mode before a forward
+    /// pass; nothing for a network without a training mode.
+    fn set_mode(&self, training: bool) -> Option<TokenStream> {
+        self.has_mode().then(|| quote!(self.training = #training;))
     }
 }
 
