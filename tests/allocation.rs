@@ -61,6 +61,15 @@ network! {
     }
 }
 
+network! {
+    /// Layers with a training mode: a batch normalisation's statistics and a dropout's mask are
+    /// kept between steps, and evaluation passes run in between.
+    struct Normed {
+        input(2, 6, 6) -> conv2d(2, 3, 3) -> batchnorm -> relu -> flatten -> affine(48, 20)
+            -> batchnorm -> relu -> dropout(0.5) -> affine(20, 10) -> softmax_cross_entropy
+    }
+}
+
 /// Inputs in [0, 1) and labels for a batch.
 fn batch(rows: usize, width: usize) -> (Array2<f32>, Vec<usize>) {
     let x = Array2::from_shape_fn((rows, width), |(i, j)| {
@@ -83,7 +92,7 @@ where
         chainrule::pool::set_threads(threads);
         let mut sgd = Sgd::new(0.1);
         let mut adam = Adam::new(0.001);
-        let mut kinds: [(&str, Step<'_, N>); 3] = [
+        let mut kinds: [(&str, Step<'_, N>); 4] = [
             ("sgd_step", &mut |net: &mut N| {
                 net.sgd_step(x.view(), &t, 0.1).unwrap();
             }),
@@ -94,6 +103,11 @@ where
             ("gradient, then Adam", &mut |net: &mut N| {
                 net.gradient(x.view(), &t).unwrap();
                 adam.step(net);
+            }),
+            ("evaluation passes", &mut |net: &mut N| {
+                net.infer(x.view()).unwrap();
+                net.eval_loss(x.view(), &t).unwrap();
+                net.forward(x.view()).unwrap();
             }),
         ];
         for (name, step) in kinds.iter_mut() {
@@ -183,6 +197,10 @@ fn sized_buffers_are_reused() {
             (
                 "conv-pool-affine, batch 20",
                 step_allocations(Conv::default(), 20),
+            ),
+            (
+                "batchnorm and dropout, batch 16",
+                step_allocations(Normed::default(), 16),
             ),
         ] {
             for (kind, count) in counts {

@@ -298,3 +298,15 @@ fn the_books_deep_mlp_learns_faster_with_batch_normalisation() {
         "with batchnorm {normed:.4}, without {plain:.4}: batch normalisation should train faster"
     );
 }
+
+#[test]
+fn check_finite_covers_the_running_statistics() {
+    let mut net = Normed::new(Init::He, 3);
+    assert!(net.check_finite().is_ok());
+    // A batch with an infinity trains the running variance to infinity, the parameters aside.
+    let (mut x, t) = batch();
+    x[[0, 0]] = f32::INFINITY;
+    let _ = net.loss(x.view(), &t);
+    let error = net.check_finite().unwrap_err();
+    assert!(error.to_string().contains("batchnorm0.running_"), "{error}");
+}

@@ -157,18 +157,21 @@ pub trait Network {
     }
 
     /// Checks that every parameter is finite: the first one that holds a NaN or an infinity (in
-    /// [`PARAM_NAMES`](Self::PARAM_NAMES) order) is an [`Error::NonFinite`] naming it, the element
-    /// and its value. One pass over the parameters, nothing on any other path: call it after
+    /// [`PARAM_NAMES`](Self::PARAM_NAMES) order, then the running statistics of
+    /// [`for_each_buffer`](Self::for_each_buffer)) is an [`Error::NonFinite`] naming it, the
+    /// element and its value. One pass over the parameters, nothing on any other path: call it after
     /// the steps you want checked (every step, or every hundredth).
     fn check_finite(&self) -> Result<()> {
         let mut first = None;
-        self.for_each_param(&mut |p| {
+        let mut check = |name: &'static str, values: &[Self::Elem]| {
             if first.is_none()
-                && let Some(index) = first_non_finite(p.value)
+                && let Some(index) = first_non_finite(values)
             {
-                first = Some((p.name, index, p.value[index].to_string()));
+                first = Some((name, index, values[index].to_string()));
             }
-        });
+        };
+        self.for_each_param(&mut |p| check(p.name, p.value));
+        self.for_each_buffer(&mut |b| check(b.name, b.value));
         match first {
             None => Ok(()),
             Some((param, index, value)) => Err(Error::NonFinite {

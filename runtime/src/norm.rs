@@ -48,6 +48,8 @@ pub struct BatchNormState<T> {
     training: bool,
     /// The backward pass's sums per channel: `Σ dy` and `Σ dy·x̂`.
     sums: Vec<(f64, f64)>,
+    /// The forward pass's `(μ, γ/σ, β)` per channel, in the element type.
+    affine: Vec<(T, T, T)>,
 }
 
 impl<T: Element> BatchNormState<T> {
@@ -60,6 +62,7 @@ impl<T: Element> BatchNormState<T> {
             inv_std: vec![1.0; channels],
             training: false,
             sums: vec![(0.0, 0.0); channels],
+            affine: vec![(T::zero(), T::one(), T::zero()); channels],
         }
     }
 
@@ -119,8 +122,6 @@ pub fn batchnorm_forward<T: Element>(
     } = geometry;
     assert_eq!(x.ncols(), channels * spatial, "batchnorm: x's width");
     assert_eq!(x.dim(), y.dim(), "batchnorm: x and y have the same shape");
-    let x = x.as_standard_layout();
-    let x = x.view();
     let n = (x.nrows() * spatial) as f64;
     state.training = training;
     for c in 0..channels {
@@ -154,16 +155,16 @@ pub fn batchnorm_forward<T: Element>(
     }
     // y = (x − μ)·a + β per channel, with a = γ/σ (subtracting first: a·x + (β − μ·a) would
     // lose the digits that x and μ share).
-    let scale: Vec<(T, T, T)> = (0..channels)
-        .map(|c| {
-            let a = Element::to_f64(gamma[c]) * state.inv_std[c];
-            (T::from_f64(state.mean[c]), T::from_f64(a), beta[c])
-        })
-        .collect();
+    for (c, affine) in state.affine.iter_mut().enumerate() {
+        let a = Element::to_f64(gamma[c]) * state.inv_std[c];
+        *affine = (T::from_f64(state.mean[c]), T::from_f64(a), beta[c]);
+    }
     for (x_row, mut y_row) in x.rows().into_iter().zip(y.rows_mut()) {
-        let x_row = x_row.to_slice().expect("standard layout");
+        let x_row = x_row
+            .to_slice()
+            .expect("each sample's values are contiguous");
         let y_row = y_row.as_slice_mut().expect("value buffers are contiguous");
-        for (c, &(mean, a, b)) in scale.iter().enumerate() {
+        for (c, &(mean, a, b)) in state.affine.iter().enumerate() {
             let range = c * spatial..(c + 1) * spatial;
             for (y, &x) in y_row[range.clone()].iter_mut().zip(&x_row[range]) {
                 *y = (x - mean) * a + b;
@@ -193,8 +194,6 @@ pub fn batchnorm_backward<T: Element>(
         channels, spatial, ..
     } = geometry;
     assert_eq!(x.dim(), dy.dim(), "batchnorm: x and dy have the same shape");
-    let (x, dy) = (x.as_standard_layout(), dy.as_standard_layout());
-    let (x, dy) = (x.view(), dy.view());
     let n = (x.nrows() * spatial) as f64;
     for c in 0..channels {
         let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
@@ -212,8 +211,12 @@ pub fn batchnorm_backward<T: Element>(
         for ((x_row, dy_row), mut dx_row) in x.rows().into_iter().zip(dy.rows()).zip(dx.rows_mut())
         {
             let (x_row, dy_row) = (
-                x_row.to_slice().expect("standard layout"),
-                dy_row.to_slice().expect("standard layout"),
+                x_row
+                    .to_slice()
+                    .expect("each sample's values are contiguous"),
+                dy_row
+                    .to_slice()
+                    .expect("each sample's gradient is contiguous"),
             );
             let dx_row = dx_row
                 .as_slice_mut()
@@ -305,9 +308,7 @@ pub fn dropout_forward<T: Element>(
             T::zero()
         }
     }));
-    let x = x.as_standard_layout();
-    let values = x.as_slice().expect("standard layout");
-    for ((y, &x), &m) in y.iter_mut().zip(values).zip(&state.mask) {
+    for ((y, &x), &m) in y.iter_mut().zip(&x).zip(&state.mask) {
         *y = x * m;
     }
 }
@@ -321,23 +322,22 @@ pub fn dropout_backward<T: Element>(
     state: &DropoutMask<T>,
 ) {
     assert_eq!(dy.dim(), dx.dim(), "dropout: dy and dx have the same shape");
-    let dy = dy.as_standard_layout();
-    let dys = dy.as_slice().expect("standard layout");
-    let ones = std::iter::repeat(T::one());
-    let mask: Box<dyn Iterator<Item = T>> = if state.applied {
+    let store = |d: &mut T, v: T| match mode {
+        GradMode::Set => *d = v,
+        GradMode::Add => *d += v,
+    };
+    if state.applied {
         assert_eq!(
             state.mask.len(),
-            dys.len(),
+            dy.len(),
             "dropout: the mask fits the batch"
         );
-        Box::new(state.mask.iter().copied())
+        for ((d, &dy), &m) in dx.iter_mut().zip(&dy).zip(&state.mask) {
+            store(d, dy * m);
+        }
     } else {
-        Box::new(ones)
-    };
-    for ((d, &dy), m) in dx.iter_mut().zip(dys).zip(mask) {
-        match mode {
-            GradMode::Set => *d = dy * m,
-            GradMode::Add => *d += dy * m,
+        for (d, &dy) in dx.iter_mut().zip(&dy) {
+            store(d, dy);
         }
     }
 }
