@@ -7,15 +7,29 @@
 //! (`differential/reference.rs`) runs the same network by calling the runtime's kernels directly
 //! on fresh arrays, with the parameters copied out of the network. Outputs, predictions, losses,
 //! every parameter gradient and the gradient of every `#[grad]` input must agree (and the inputs
-//! not marked must have none).
+//! not marked must have none), and so must the running statistics after the backward pass.
 //!
 //! Both sides use the same kernels, so what is tested is the macro's wiring: which buffer feeds
 //! which kernel, the order of the backward pass, how gradients of a value read several times are
 //! summed, how a batch's columns are split among the inputs, parameter naming and shapes, the
 //! loss's input.
 //!
+//! Batch normalisation and dropout are the exception: the reference computes them with loops of
+//! its own, so their kernels are tested too, and the mode of each pass. `forward` and `predict`
+//! are evaluation passes (running statistics, no dropout); with a loss, the backward pass is a
+//! training pass (the batch's statistics, which move the running ones, and fresh masks), and
+//! without one it differentiates `forward`'s evaluation pass. Before the network's first pass its
+//! masks are restarted with `seed_masks` and a drawn seed, from which the reference draws the same
+//! masks in the network's order (see `differential/reference.rs`); so the masks are compared too,
+//! through the loss and every gradient. The two sides then round apart (by an ulp or so), so in
+//! such a network each gradient and running mean is judged on the scale of its terms, which the
+//! reference gives with it (`reference::Training`): past a training pass's batch normalisation
+//! they cancel (a bias right before one has gradient 0, its values rounding alone).
+//!
 //! Before the compared calls each network runs once on the batch's first sample alone, so that the
-//! compared calls see resized buffers and backward must overwrite gradients, not add to them.
+//! compared calls see resized buffers and backward must overwrite gradients, not add to them. With
+//! a loss that is a training pass, which moves the running statistics and draws masks: the
+//! reference runs it too.
 //!
 //! `every_op_of_the_table_is_evaluated_by_the_reference` and `every_op_of_the_table_is_in_a_network`
 //! check the op table (`chainrule::__op_names!()`) against the reference evaluator and the
@@ -35,13 +49,13 @@ mod reference;
 use std::ops::Range;
 
 use chainrule::ndarray::{Array2, ArrayView2, s};
-use chainrule::{Element, Init, Network, ParamRef, Trainable};
+use chainrule::{BufferRef, Element, Init, Network, ParamRef, Trainable};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use compare::{compare, compare_scalar, tolerance};
-use reference::{AffineParams, Head, Loss, Node, Op, Reference, Targets};
+use compare::{compare, compare_scalar, compare_sums, tolerance};
+use reference::{AffineParams, Head, Loss, Mode, Node, Op, Reference, State, Targets};
 
 /// How many random cases each network is tried on, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 24;
@@ -158,6 +172,8 @@ struct Case {
     x: Vec<f64>,
     init: Init,
     seed: u64,
+    /// The seed the network's dropout masks are restarted with (`seed_masks`).
+    masks: u64,
     /// One class below `output` per sample (for `softmax_cross_entropy`).
     classes: Vec<usize>,
     /// batch × output values, row-major, in [-3, 3]: the targets of `mse`, or the output
@@ -167,21 +183,24 @@ struct Case {
 
 fn cases(input: usize, output: usize) -> impl Strategy<Value = Case> {
     let inits = prop_oneof![Just(Init::Std(0.5)), Just(Init::He), Just(Init::Xavier)];
-    (1usize..=6, inits, any::<u64>()).prop_flat_map(move |(batch, init, seed)| {
-        (
-            vec(-3.0..=3.0, batch * input),
-            vec(0..output, batch),
-            vec(-3.0..=3.0, batch * output),
-        )
-            .prop_map(move |(x, classes, values)| Case {
-                batch,
-                x,
-                init,
-                seed,
-                classes,
-                values,
-            })
-    })
+    (1usize..=6, inits, any::<u64>(), any::<u64>()).prop_flat_map(
+        move |(batch, init, seed, masks)| {
+            (
+                vec(-3.0..=3.0, batch * input),
+                vec(0..output, batch),
+                vec(-3.0..=3.0, batch * output),
+            )
+                .prop_map(move |(x, classes, values)| Case {
+                    batch,
+                    x,
+                    init,
+                    seed,
+                    masks,
+                    classes,
+                    values,
+                })
+        },
+    )
 }
 
 /// A case in a network's element type.
@@ -189,6 +208,8 @@ struct Batch<T> {
     x: Array2<T>,
     classes: Vec<usize>,
     values: Array2<T>,
+    /// The seed of the dropout masks.
+    masks: u64,
 }
 
 impl<T: Element> Batch<T> {
@@ -215,6 +236,7 @@ impl<T: Element> Batch<T> {
             x: convert(&x, input),
             classes: case.classes.clone(),
             values: convert(&case.values, output),
+            masks: case.masks,
         }
     }
 
@@ -224,6 +246,7 @@ impl<T: Element> Batch<T> {
             x: self.x.slice(s![..rows, ..]).to_owned(),
             classes: self.classes[..rows].to_vec(),
             values: self.values.slice(s![..rows, ..]).to_owned(),
+            masks: self.masks,
         }
     }
 }
@@ -322,6 +345,9 @@ trait Compiled<T: Element> {
     /// (row-major).
     fn params(&self) -> Vec<ParamCopy<T>>;
     fn input_grad(&self, name: &str) -> Result<Array2<T>, String>;
+    /// Every buffer (as `for_each_buffer` visits them): name and values.
+    fn buffers(&self) -> Vec<(String, Vec<T>)>;
+    fn seed_masks(&mut self, seed: u64);
 }
 
 /// A parameter copied out of a network.
@@ -331,6 +357,14 @@ struct ParamCopy<T> {
     shape: Vec<usize>,
     value: Vec<T>,
     grad: Vec<T>,
+}
+
+/// What `for_each_buffer` calls to copy each buffer into `buffers` (a closure of one type per
+/// element type, as [`ParamCopy::pusher`]).
+fn buffer_pusher<T: Element>(
+    buffers: &mut Vec<(String, Vec<T>)>,
+) -> impl FnMut(BufferRef<'_, T>) + '_ {
+    |b| buffers.push((b.name.to_owned(), b.value.to_vec()))
 }
 
 impl<T: Element> ParamCopy<T> {
@@ -374,6 +408,16 @@ impl<N: Subject> Compiled<N::Elem> for N {
             .map(|g| g.to_owned())
             .map_err(|e| e.to_string())
     }
+
+    fn buffers(&self) -> Vec<(String, Vec<N::Elem>)> {
+        let mut buffers = Vec::new();
+        self.for_each_buffer(&mut buffer_pusher(&mut buffers));
+        buffers
+    }
+
+    fn seed_masks(&mut self, seed: u64) {
+        Network::seed_masks(self, seed);
+    }
 }
 
 /// One case: the reference of `net` (with its loss, `loss`) on the batch, and the comparison.
@@ -389,7 +433,8 @@ fn check_case<T: Element>(
 
 /// The reference evaluation of `nodes` with `net`'s parameters on the batch, and the backward
 /// pass from `loss` and the batch's targets or, without a loss, from the batch's values as the
-/// output gradient.
+/// output gradient; each in the mode of the network's pass it is compared with, after the passes
+/// [`compare_with_reference`] makes the network run before it.
 fn evaluate_reference<T: Element>(
     net: &dyn Compiled<T>,
     nodes: &[Node],
@@ -418,7 +463,26 @@ fn evaluate_reference<T: Element>(
         Some(loss @ Loss::Mse) => Head::Loss(loss, Targets::Values(&batch.values)),
         None => Head::OutputGrad(&batch.values),
     };
-    Ok(reference::evaluate(nodes, &params, &batch.x, Some(head)))
+    let mut state = State::new(nodes, batch.masks);
+    if loss.is_some() {
+        // The warm-up's `loss` on the first sample.
+        let first = batch.head(1);
+        reference::evaluate(nodes, &params, &first.x, None, Mode::Training, &mut state);
+    }
+    // `forward` and `predict`.
+    let evaluation =
+        reference::evaluate(nodes, &params, &batch.x, None, Mode::Evaluation, &mut state);
+    // `loss` then `backward`, or `backward_from` after `forward`.
+    let mode = match loss {
+        Some(_) => Mode::Training,
+        None => Mode::Evaluation,
+    };
+    let backward = reference::evaluate(nodes, &params, &batch.x, Some(head), mode, &mut state);
+    Ok(Reference {
+        output: evaluation.output,
+        predict: evaluation.predict,
+        ..backward
+    })
 }
 
 /// The value of the parameter `name` of `params` (row-major), after checking its shape.
@@ -446,6 +510,8 @@ fn compare_with_reference<T: Element>(
 ) -> Result<(), String> {
     let rel = tolerance::<T>();
 
+    // The masks the reference draws.
+    net.seed_masks(batch.masks);
     // A warm-up on the first sample alone: the compared calls then run on resized buffers, and
     // backward must overwrite the warm-up's gradients, not add to them.
     let first = batch.head(1);
@@ -485,14 +551,15 @@ fn compare_with_reference<T: Element>(
         (None, Some(_)) => return Err("the reference has a loss, the network none".to_owned()),
     }
     let params = net.params();
-    for (name, expected) in &training.grads {
+    for (name, expected, terms) in &training.grads {
         let p = params
             .iter()
             .find(|p| p.name == *name)
             .ok_or_else(|| format!("the network has no parameter {name:?}"))?;
-        compare(&format!("{name} gradient"), &p.grad, expected, rel)?;
+        let what = format!("{name} gradient");
+        compare_sums(&what, &p.grad, expected, rel, *terms)?;
     }
-    for (input, expected) in &training.input_grads {
+    for (input, expected, terms) in &training.input_grads {
         let Some(name) = &input.name else { continue };
         match (input.grad, net.input_grad(name)) {
             (true, Ok(grad)) => {
@@ -505,7 +572,8 @@ fn compare_with_reference<T: Element>(
                 }
                 let grad: Vec<_> = grad.iter().copied().collect();
                 let expected: Vec<_> = expected.iter().copied().collect();
-                compare(&format!("input_grad({name:?})"), &grad, &expected, rel)?;
+                let what = format!("input_grad({name:?})");
+                compare_sums(&what, &grad, &expected, rel, *terms)?;
             }
             (true, Err(e)) => return Err(format!("input_grad({name:?}): {e}")),
             (false, Ok(_)) => {
@@ -515,6 +583,18 @@ fn compare_with_reference<T: Element>(
             }
             (false, Err(_)) => {}
         }
+    }
+    // The running statistics, after the warm-up and the backward pass.
+    let buffers = net.buffers();
+    let names: Vec<&str> = buffers.iter().map(|(name, _)| name.as_str()).collect();
+    let expected: Vec<&str> = reference.buffers.iter().map(|(n, ..)| n.as_str()).collect();
+    if names != expected {
+        return Err(format!(
+            "the network's buffers are {names:?}, the reference's {expected:?}"
+        ));
+    }
+    for ((name, value), (_, expected, terms)) in buffers.iter().zip(&reference.buffers) {
+        compare_sums(name, value, expected, rel, *terms)?;
     }
     Ok(())
 }
@@ -716,6 +796,63 @@ fn missing_from_chains(specs: &[generator::Spec]) -> Vec<String> {
     any("f32 convolutions", &|s| {
         s.elem == "f32" && s.ops.iter().any(is_conv)
     });
+
+    // Batch normalisation and dropout: every way of writing their options, on features and on
+    // images, where a bias cancels, and with every loss (so both modes of the backward pass).
+    let is_norm = |op: &Op| matches!(op, Op::BatchNorm(..));
+    let is_dropout = |op: &Op| matches!(op, Op::Dropout(_));
+    let forms = [
+        Op::BatchNorm(0.1, 1e-5),
+        Op::BatchNorm(0.5, 1e-5),
+        Op::BatchNorm(0.1, 1e-3),
+        Op::BatchNorm(1.0, 0.01),
+        Op::BatchNorm(0.0, 1e-4),
+        Op::Dropout(0.0),
+        Op::Dropout(0.1),
+        Op::Dropout(0.25),
+        Op::Dropout(0.5),
+    ];
+    for op in forms {
+        any(&format!("{op:?}"), &|s| s.ops.contains(&op));
+    }
+    for name in ["batchnorm", "dropout"] {
+        let is = |op: &Op| op.name() == name;
+        for loss in [Some(Loss::SoftmaxCrossEntropy), Some(Loss::Mse), None] {
+            any(&format!("{name} and {loss:?}"), &|s| {
+                s.loss == loss && s.ops.iter().any(is)
+            });
+        }
+        for elem in ["f32", "f64"] {
+            any(&format!("{elem} {name}"), &|s| {
+                s.elem == elem && s.ops.iter().any(is)
+            });
+        }
+        for rank in [1, 3] {
+            any(&format!("{name} on values of rank {rank}"), &|s| {
+                reading(s)
+                    .iter()
+                    .any(|(op, shape)| is(op) && shape.len() == rank)
+            });
+        }
+        any(&format!("{name} on a declared input"), &|s| {
+            s.input.is_some() && is(&s.ops[0])
+        });
+        any(&format!("{name} last"), &|s| s.ops.last().is_some_and(is));
+    }
+    any("batchnorm right after an affine layer", &|s| {
+        s.ops.windows(2).any(|w| w[0].is_affine() && is_norm(&w[1]))
+    });
+    any("batchnorm right after a convolution", &|s| {
+        s.ops.windows(2).any(|w| is_conv(&w[0]) && is_norm(&w[1]))
+    });
+    any("batchnorm on flattened images", &|s| {
+        s.ops
+            .windows(2)
+            .any(|w| w[0] == Op::Flatten && is_norm(&w[1]))
+    });
+    any("two dropouts", &|s| {
+        s.ops.iter().filter(|op| is_dropout(op)).count() >= 2
+    });
     missing.into_inner()
 }
 
@@ -913,6 +1050,71 @@ fn missing_from_graphs(graphs: &[generator::GraphSpec]) -> Vec<String> {
             })
         },
     );
+    let layer = |node: &Node, f: &dyn Fn(Op) -> bool| matches!(*node, Node::Layer(op, _) if f(op));
+    let is_norm = |op: Op| matches!(op, Op::BatchNorm(..));
+    let is_dropout = |op: Op| matches!(op, Op::Dropout(_));
+    for loss in [Some(Loss::SoftmaxCrossEntropy), Some(Loss::Mse), None] {
+        any(
+            &format!("batchnorm and dropout and {loss:?}"),
+            &|g, nodes, _| {
+                g.loss == loss
+                    && nodes.iter().any(|n| layer(n, &is_norm))
+                    && nodes.iter().any(|n| layer(n, &is_dropout))
+            },
+        );
+    }
+    any("batchnorm of values of rank 3", &|_, nodes, shapes| {
+        nodes
+            .iter()
+            .zip(shapes)
+            .any(|(n, shape)| layer(n, &is_norm) && shape.len() == 3)
+    });
+    any("dropout of values of rank 3", &|_, nodes, shapes| {
+        nodes
+            .iter()
+            .zip(shapes)
+            .any(|(n, shape)| layer(n, &is_dropout) && shape.len() == 3)
+    });
+    any("a batchnorm of a merge", &|_, nodes, _| {
+        nodes.iter().any(|n| {
+            matches!(*n, Node::Layer(Op::BatchNorm(..), from)
+                if matches!(nodes[from], Node::Merge(..)))
+        })
+    });
+    any("a batchnorm of a concatenation", &|_, nodes, _| {
+        nodes.iter().any(|n| {
+            matches!(*n, Node::Layer(Op::BatchNorm(..), from)
+                if matches!(nodes[from], Node::Concat(_)))
+        })
+    });
+    any("a batchnorm read by two nodes", &|_, nodes, _| {
+        let readers = readers(nodes);
+        (0..nodes.len()).any(|i| layer(&nodes[i], &is_norm) && readers[i] >= 2)
+    });
+    any("dropouts on two branches", &|_, nodes, _| {
+        // Two dropouts neither of which reads the other's value, through any path.
+        let reads = |reader: usize, value: usize| -> bool {
+            let mut stack = vec![reader];
+            while let Some(i) = stack.pop() {
+                if i == value {
+                    return true;
+                }
+                match &nodes[i] {
+                    Node::Input(_) => {}
+                    Node::Layer(_, from) => stack.push(*from),
+                    Node::Merge(_, a, b) => stack.extend([*a, *b]),
+                    Node::Concat(parts) => stack.extend(parts),
+                }
+            }
+            false
+        };
+        let dropouts: Vec<usize> = (0..nodes.len())
+            .filter(|&i| layer(&nodes[i], &is_dropout))
+            .collect();
+        dropouts
+            .iter()
+            .any(|&a| dropouts.iter().any(|&b| a < b && !reads(b, a)))
+    });
     for op in Op::EXEMPLARS {
         any(op.name(), &|_, nodes, _| {
             nodes
@@ -944,9 +1146,9 @@ fn every_op_of_the_table_is_evaluated_by_the_reference() {
     assert!(
         missing.is_empty(),
         "the op table (graph-macro/src/ops.rs) has {}, which the differential test's reference \
-         (tests/differential/reference.rs) does not evaluate: give each a variant, run its \
-         kernels in `evaluate`, list an exemplar, and let the generator draw it (the reference \
-         evaluates {implemented:?})",
+         (tests/differential/reference.rs) does not evaluate: give each a variant, run it in \
+         `evaluate`, list an exemplar, and let the generator draw it (the reference evaluates \
+         {implemented:?})",
         missing.join(", ")
     );
     for name in &implemented {
@@ -960,8 +1162,8 @@ fn every_op_of_the_table_is_evaluated_by_the_reference() {
 #[test]
 fn the_coverage_check_names_an_op_the_reference_lacks() {
     assert_eq!(
-        not_evaluated(&["affine", "gelu", "mse", "dropout"]),
-        ["gelu", "dropout"]
+        not_evaluated(&["affine", "gelu", "mse", "layer_norm"]),
+        ["gelu", "layer_norm"]
     );
     assert!(not_evaluated(&reference::implemented_names()).is_empty());
 }
@@ -1021,21 +1223,37 @@ fn every_exemplar_runs_forward_and_backward() {
         let dy = Array2::from_shape_fn((2, reference::output_width(&nodes)), |(i, j)| {
             1.0 - 0.5 * (i + 2 * j) as f64
         });
-        let r = reference::evaluate(&nodes, &params, &x, Some(Head::OutputGrad(&dy)));
-        let training = r.training.expect("there is a head");
-        let grads: Vec<f64> = training
-            .input_grads
-            .iter()
-            .flat_map(|(_, g)| g.iter().copied())
-            .chain(training.grads.iter().flat_map(|(_, g)| g.iter().copied()))
-            .collect();
-        assert!(
-            r.output.iter().chain(&grads).all(|v| v.is_finite())
-                && r.output.iter().any(|&v| v != 0.0)
-                && grads.iter().any(|&v| v != 0.0),
-            "{node:?}: output {:?}, gradients {grads:?}",
-            r.output
-        );
+        // Both modes, for the ops that have them.
+        for mode in [Mode::Training, Mode::Evaluation] {
+            let state = &mut State::new(&nodes, 1);
+            let r = reference::evaluate(
+                &nodes,
+                &params,
+                &x,
+                Some(Head::OutputGrad(&dy)),
+                mode,
+                state,
+            );
+            let training = r.training.expect("there is a head");
+            let grads: Vec<f64> = training
+                .input_grads
+                .iter()
+                .flat_map(|(_, g, _)| g.iter().copied())
+                .chain(
+                    training
+                        .grads
+                        .iter()
+                        .flat_map(|(_, g, _)| g.iter().copied()),
+                )
+                .collect();
+            assert!(
+                r.output.iter().chain(&grads).all(|v| v.is_finite())
+                    && r.output.iter().any(|&v| v != 0.0)
+                    && grads.iter().any(|&v| v != 0.0),
+                "{node:?} in {mode:?}: output {:?}, gradients {grads:?}",
+                r.output
+            );
+        }
         evaluated.push(node.name());
     }
     for loss in Loss::ALL {
@@ -1048,7 +1266,9 @@ fn every_exemplar_runs_forward_and_backward() {
             Loss::SoftmaxCrossEntropy => Targets::Classes(&classes),
             Loss::Mse => Targets::Values(&values),
         };
-        let r = reference::evaluate(&nodes, &[], &x, Some(Head::Loss(loss, targets)));
+        let state = &mut State::new(&nodes, 0);
+        let head = Some(Head::Loss(loss, targets));
+        let r = reference::evaluate(&nodes, &[], &x, head, Mode::Training, state);
         let training = r.training.expect("there is a head");
         assert!(training.loss.is_some_and(|l| l.is_finite()), "{loss:?}");
         evaluated.push(loss.name());
@@ -1092,6 +1312,7 @@ fn probe_case() -> Case {
         x: vec![0.5, -1.0, 2.0, -2.5, 0.25, 1.5],
         init: Init::Xavier,
         seed: 7,
+        masks: 11,
         classes: vec![2, 0],
         values: vec![0.5, -0.5, 1.0, 0.0, 2.0, -1.0],
     }
@@ -1131,7 +1352,7 @@ fn comparison_passes_on_the_untouched_reference() {
 fn comparison_catches_a_wrong_gradient() {
     let (_, batch, reference) = probe_reference();
     let grads = &reference.training.as_ref().unwrap().grads;
-    for (p, (name, grad)) in grads.iter().enumerate() {
+    for (p, (name, grad, _)) in grads.iter().enumerate() {
         // Far above the 1e-12 tolerance, far below anything visible in a printout.
         let scale = grad.iter().map(|g| g.abs()).fold(0.0, f64::max);
         assert!(scale > 0.0, "{name}'s gradient is all zero");
@@ -1194,6 +1415,85 @@ fn comparison_catches_a_wrong_input_gradient() {
     }
 }
 
+// Batch normalisation and dropout, which the reference computes with its own loops.
+chainrule::network! {
+    struct NormProbe: f64 {
+        affine(3, 4) -> batchnorm -> tanh -> dropout(0.5) -> affine(4, 3) -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    norm_probe: NormProbe = [
+        Op::Affine(3, 4),
+        Op::BatchNorm(0.1, 1e-5),
+        Op::Tanh,
+        Op::Dropout(0.5),
+        Op::Affine(4, 3),
+    ],
+    loss: softmax_cross_entropy
+}
+
+/// The norm probe's batch (of four samples) and reference.
+fn norm_probe_reference() -> (Batch<f64>, Reference<f64>) {
+    let mut case = probe_case();
+    case.batch = 4;
+    case.x.extend([1.0, 0.5, -1.5, -0.25, 2.5, 0.75]);
+    case.classes.extend([1, 1]);
+    case.values.extend([0.0; 6]);
+    let batch = Batch::new(&case, 3, 3, &[]);
+    let net = NormProbe::create(case.init, case.seed);
+    let reference = evaluate_reference(&net, &NormProbe::nodes(), NormProbe::LOSS, &batch).unwrap();
+    (batch, reference)
+}
+
+#[test]
+fn comparison_catches_other_masks_or_running_statistics() {
+    let (batch, reference) = norm_probe_reference();
+    let mut net = NormProbe::create(Init::Xavier, 7);
+    compare_with_reference(&mut net, &batch, &reference).unwrap();
+    // The network's masks restarted from another seed: the training pass drops other units.
+    let other = Batch {
+        masks: batch.masks + 1,
+        ..batch.head(4)
+    };
+    let mut net = NormProbe::create(Init::Xavier, 7);
+    let error = compare_with_reference(&mut net, &other, &reference).unwrap_err();
+    assert!(error.starts_with("loss"), "{error}");
+    // Running statistics off by a little.
+    for (b, name) in [
+        (0, "batchnorm0.running_mean"),
+        (1, "batchnorm0.running_var"),
+    ] {
+        let mut wrong = reference.clone();
+        wrong.buffers[b].1[3] *= 1.0 + 1e-9;
+        let mut net = NormProbe::create(Init::Xavier, 7);
+        let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
+        assert!(error.starts_with(&format!("{name}[3]")), "{error}");
+    }
+}
+
+#[test]
+fn comparison_catches_a_wrong_gradient_past_a_batchnorm() {
+    let (batch, reference) = norm_probe_reference();
+    let grads = &reference.training.as_ref().unwrap().grads;
+    // The bias right before the batchnorm has gradient 0 in theory: its values are rounding, far
+    // below the scale of their terms, on which it is judged.
+    let (name, bias, terms) = &grads[1];
+    assert_eq!(name, "affine0.bias");
+    assert!(
+        bias.iter().all(|g| g.abs() < 1e-12 * terms),
+        "{bias:?}, terms {terms:e}"
+    );
+    for (p, (name, grad, terms)) in grads.iter().enumerate() {
+        // Far above the 1e-12 tolerance on the scale it is judged on.
+        let scale = grad.iter().map(|g| g.abs()).fold(*terms, f64::max);
+        let mut wrong = reference.clone();
+        wrong.training.as_mut().unwrap().grads[p].1[0] += 1e-9 * scale;
+        let mut net = NormProbe::create(Init::Xavier, 7);
+        let error = compare_with_reference(&mut net, &batch, &wrong).unwrap_err();
+        assert!(error.starts_with(&format!("{name} gradient[0]")), "{error}");
+    }
+}
+
 #[test]
 fn comparison_catches_wrong_wiring() {
     // The reference of a chain the probe is not: sigmoid where it has tanh, or no activation at all.
@@ -1238,4 +1538,9 @@ fn tolerances_are_tight_but_not_zero() {
     assert!(compare("x", &[0.0], &[0.0], 1e-12).is_ok());
     assert!(compare("x", &[f64::NAN], &[f64::NAN], 1e-12).is_err());
     assert!(compare("x", &[1.0], &[1.0, 2.0], 1e-12).is_err());
+    // Sums that cancel, judged on their terms: rounding of sums of terms of 1 passes, a
+    // difference far above it does not.
+    assert!(compare("x", &[3e-17], &[-2e-17], 1e-12).is_err());
+    assert!(compare_sums("x", &[3e-17], &[-2e-17], 1e-12, 1.0).is_ok());
+    assert!(compare_sums("x", &[1e-11], &[0.0], 1e-12, 1.0).is_err());
 }

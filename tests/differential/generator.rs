@@ -1,6 +1,7 @@
 //! The generator of `networks.rs`: random chains and graphs from fixed seeds (the convolutional
 //! ones from seeds of their own, after the others, so that adding them changed none of the
-//! others), and a few graphs written here by hand, each written out as a `network!` item with the
+//! others; then, as well, those with batch normalisation and dropout), and a few graphs written
+//! here by hand, each written out as a `network!` item with the
 //! description the reference evaluator runs (an op list for a chain, a node list for a graph),
 //! both made from one spec.
 //!
@@ -17,8 +18,11 @@ const FEATURE_CHAINS: usize = 26;
 /// How many convolutional chains it holds, after those.
 const CONV_CHAINS: usize = 9;
 
+/// How many chains with batch normalisation and dropout it holds, after those.
+const NORM_CHAINS: usize = 12;
+
 /// How many chains `networks.rs` holds.
-pub const NETWORKS: usize = FEATURE_CHAINS + CONV_CHAINS;
+pub const NETWORKS: usize = FEATURE_CHAINS + CONV_CHAINS + NORM_CHAINS;
 
 /// How many random graphs without convolutions it holds.
 const FEATURE_GRAPHS: usize = 7;
@@ -26,8 +30,12 @@ const FEATURE_GRAPHS: usize = 7;
 /// How many random graphs of images with convolutions it holds, after those.
 const CONV_GRAPHS: usize = 3;
 
+/// How many random graphs with batch normalisation and dropout it holds, after those: half of
+/// features, half of images with convolutions.
+const NORM_GRAPHS: usize = 4;
+
 /// How many random graphs `networks.rs` holds (besides the hand-written ones of [`fixed_graphs`]).
-pub const GRAPHS: usize = FEATURE_GRAPHS + CONV_GRAPHS;
+pub const GRAPHS: usize = FEATURE_GRAPHS + CONV_GRAPHS + NORM_GRAPHS;
 
 /// The seed of the chains.
 const SEED: u64 = 0x00c4_a1d2_0e1e_005f;
@@ -40,6 +48,12 @@ const GRAPH_SEED: u64 = 0x00c4_a1d2_0e1e_00d3;
 
 /// The seed of the random graphs with convolutions.
 const CONV_GRAPH_SEED: u64 = 0x00c4_a1d2_0e1e_0002;
+
+/// The seed of the chains with batch normalisation and dropout.
+const NORM_SEED: u64 = 0x00c4_a1d2_0e1e_00b7;
+
+/// The seed of the random graphs with batch normalisation and dropout.
+const NORM_GRAPH_SEED: u64 = 0x00c4_a1d2_0e1e_006e;
 
 /// splitmix64 (Steele, Lea and Flood): tiny, and good enough to pick shapes.
 struct SplitMix64(u64);
@@ -92,6 +106,34 @@ impl SplitMix64 {
             if op != Op::Softmax || (shape.len() == 1 && shape[0] >= 2) {
                 return op;
             }
+        }
+    }
+
+    /// A `batchnorm` with options from a small fixed set, each written in its own way
+    /// ([`Op::source`]): the defaults most often; momentum 0 (the running statistics never move)
+    /// and 1 (they are the last batch's).
+    fn batchnorm(&mut self) -> Op {
+        match self.range(0, 5) {
+            0 | 1 => Op::BatchNorm(0.1, 1e-5),
+            2 => Op::BatchNorm(0.5, 1e-5),
+            3 => Op::BatchNorm(0.1, 1e-3),
+            4 => Op::BatchNorm(1.0, 0.01),
+            _ => Op::BatchNorm(0.0, 1e-4),
+        }
+    }
+
+    /// A `dropout` with p from a small fixed set, each written in its own way ([`Op::source`]),
+    /// 0 among them (it keeps every element, but still draws its mask).
+    fn dropout(&mut self) -> Op {
+        Op::Dropout(self.pick(&[0.0, 0.1, 0.25, 0.5]))
+    }
+
+    /// A `batchnorm` or a `dropout`, each about as often.
+    fn norm(&mut self) -> Op {
+        if self.chance(55) {
+            self.batchnorm()
+        } else {
+            self.dropout()
         }
     }
 
@@ -189,15 +231,19 @@ impl Spec {
 
 /// The chains of `networks.rs`, in order.
 pub fn specs() -> Vec<Spec> {
-    specs_from(SEED, CONV_SEED)
+    specs_from(SEED, CONV_SEED, NORM_SEED)
 }
 
-/// The chains drawn from `seed`, then the convolutional ones drawn from `conv_seed`.
-pub fn specs_from(seed: u64, conv_seed: u64) -> Vec<Spec> {
+/// The chains drawn from `seed`, then the convolutional ones drawn from `conv_seed`, then those
+/// with batch normalisation and dropout drawn from `norm_seed`.
+pub fn specs_from(seed: u64, conv_seed: u64, norm_seed: u64) -> Vec<Spec> {
     let mut rng = SplitMix64(seed);
     let mut specs: Vec<Spec> = (0..FEATURE_CHAINS).map(|n| spec(n, &mut rng)).collect();
     let mut rng = SplitMix64(conv_seed);
-    specs.extend((FEATURE_CHAINS..NETWORKS).map(|n| conv_spec(n, &mut rng)));
+    let convs = FEATURE_CHAINS + CONV_CHAINS;
+    specs.extend((FEATURE_CHAINS..convs).map(|n| conv_spec(n, &mut rng)));
+    let mut rng = SplitMix64(norm_seed);
+    specs.extend((convs..NETWORKS).map(|n| norm_spec(n, &mut rng)));
     specs
 }
 
@@ -231,7 +277,7 @@ fn spec(n: usize, rng: &mut SplitMix64) -> Spec {
     if declared && rng.chance(50) {
         ops.push(rng.activation(&[width]));
     }
-    affine_tail(rng, &mut ops, width, affines, loss);
+    affine_tail(rng, &mut ops, width, affines, loss, false);
     Spec {
         name,
         elem,
@@ -242,13 +288,15 @@ fn spec(n: usize, rng: &mut SplitMix64) -> Spec {
 }
 
 /// `affines` affine layers, the first on `width` features, each followed by activations: the end
-/// of a chain before its loss.
+/// of a chain before its loss. With `norms`, now and then a `batchnorm` right after an affine
+/// layer (its bias then has no gradient) and a `dropout` after its activations.
 fn affine_tail(
     rng: &mut SplitMix64,
     ops: &mut Vec<Op>,
     mut width: usize,
     affines: usize,
     loss: Option<Loss>,
+    norms: bool,
 ) {
     for k in 0..affines {
         // softmax_cross_entropy needs at least two classes.
@@ -260,6 +308,9 @@ fn affine_tail(
         let out = rng.width(min);
         ops.push(Op::Affine(width, out));
         width = out;
+        if norms && rng.chance(50) {
+            ops.push(rng.batchnorm());
+        }
         // Activations after each affine layer: mostly one, sometimes none, sometimes two.
         let activations = match rng.range(0, 99) {
             0..=24 => 0,
@@ -269,6 +320,83 @@ fn affine_tail(
         for _ in 0..activations {
             ops.push(rng.activation(&[width]));
         }
+        if norms && rng.chance(40) {
+            ops.push(rng.dropout());
+        }
+    }
+}
+
+/// A chain with batch normalisation and dropout: on features (a declared input, now and then
+/// normalised or dropped out first, or the first affine layer's), affine layers as in
+/// [`affine_tail`] with them between; or on images of 1 to 3 channels of 3 to 6 × 3 to 6, one to
+/// four of `conv2d` (mostly with a `batchnorm` right after it), `relu`, a pooling, `batchnorm`
+/// and `dropout`, each drawn to fit, then the image as features as in [`conv_spec`] (now and then
+/// normalised or dropped out once flat), or, now and then, the image alone before the loss.
+fn norm_spec(n: usize, rng: &mut SplitMix64) -> Spec {
+    let elem = if rng.chance(25) { "f32" } else { "f64" };
+    let loss = match rng.range(0, 2) {
+        0 => Some(Loss::SoftmaxCrossEntropy),
+        1 => Some(Loss::Mse),
+        _ => None,
+    };
+    let mut ops = Vec::new();
+    let input = if rng.chance(45) {
+        let input = vec![rng.range(1, 3), rng.range(3, 6), rng.range(3, 6)];
+        let mut shape = input.clone();
+        for _ in 0..rng.range(1, 4) {
+            let op = loop {
+                let op = match rng.range(0, 11) {
+                    0..=3 => rng.conv(&shape),
+                    4 => Some(Op::Relu),
+                    5 | 6 => rng.pooling(&shape),
+                    7..=9 => Some(rng.batchnorm()),
+                    _ => Some(rng.dropout()),
+                };
+                if let Some(op) = op {
+                    break op;
+                }
+            };
+            shape = reference::layer_shape(op, &shape).expect("drawn to fit");
+            ops.push(op);
+            if matches!(op, Op::Conv2d(..)) && rng.chance(60) {
+                ops.push(rng.batchnorm());
+            }
+        }
+        let features = reference::size(&shape);
+        let alone = loss != Some(Loss::SoftmaxCrossEntropy) && rng.chance(10);
+        if !alone {
+            if rng.chance(50) {
+                ops.push(Op::Flatten);
+                if rng.chance(40) {
+                    ops.push(rng.norm());
+                }
+            }
+            let affines = rng.range(1, 3);
+            affine_tail(rng, &mut ops, features, affines, loss, true);
+        }
+        Some(input)
+    } else {
+        let width = rng.width(1);
+        let declared = rng.chance(40);
+        if declared && rng.chance(50) {
+            ops.push(rng.norm());
+        }
+        let affines = rng.range(1, 4);
+        affine_tail(rng, &mut ops, width, affines, loss, true);
+        // Now and then the output itself normalised or dropped out.
+        match rng.range(0, 4) {
+            0 => ops.push(rng.batchnorm()),
+            1 => ops.push(rng.dropout()),
+            _ => {}
+        }
+        declared.then(|| vec![width])
+    };
+    Spec {
+        name: format!("Net{n:02}"),
+        elem,
+        input,
+        ops,
+        loss,
     }
 }
 
@@ -313,7 +441,7 @@ fn conv_spec(n: usize, rng: &mut SplitMix64) -> Spec {
     }
     if !flatten_alone {
         let affines = rng.range(1, 3);
-        affine_tail(rng, &mut ops, features, affines, loss);
+        affine_tail(rng, &mut ops, features, affines, loss, false);
     }
     Spec {
         name: format!("Net{n:02}"),
@@ -406,17 +534,21 @@ impl GraphSpec {
 
 /// Every graph of `networks.rs`: the hand-written ones, then the random ones.
 pub fn graph_specs() -> Vec<GraphSpec> {
-    graph_specs_from(GRAPH_SEED, CONV_GRAPH_SEED)
+    graph_specs_from(GRAPH_SEED, CONV_GRAPH_SEED, NORM_GRAPH_SEED)
 }
 
 /// The hand-written graphs, then random ones drawn from `seed`, then random ones with
-/// convolutions drawn from `conv_seed`.
-pub fn graph_specs_from(seed: u64, conv_seed: u64) -> Vec<GraphSpec> {
+/// convolutions drawn from `conv_seed`, then random ones with batch normalisation and dropout
+/// drawn from `norm_seed` (of features and of images with convolutions, by turns).
+pub fn graph_specs_from(seed: u64, conv_seed: u64, norm_seed: u64) -> Vec<GraphSpec> {
     let mut rng = SplitMix64(seed);
     let mut graphs = fixed_graphs();
-    graphs.extend((0..FEATURE_GRAPHS).map(|n| random_graph(n, &mut rng, false)));
+    graphs.extend((0..FEATURE_GRAPHS).map(|n| random_graph(n, &mut rng, false, false)));
     let mut rng = SplitMix64(conv_seed);
-    graphs.extend((FEATURE_GRAPHS..GRAPHS).map(|n| random_graph(n, &mut rng, true)));
+    let convs = FEATURE_GRAPHS + CONV_GRAPHS;
+    graphs.extend((FEATURE_GRAPHS..convs).map(|n| random_graph(n, &mut rng, true, false)));
+    let mut rng = SplitMix64(norm_seed);
+    graphs.extend((convs..GRAPHS).map(|n| random_graph(n, &mut rng, n % 2 == 1, true)));
     graphs
 }
 
@@ -458,7 +590,7 @@ fn concat(parts: &[&str]) -> Start {
 /// The graphs written by hand, each for a feature of the language.
 fn fixed_graphs() -> Vec<GraphSpec> {
     use Merge::{Add, Div, Mul, Sub};
-    use Op::{Affine, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+    use Op::{Affine, BatchNorm, Dropout, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
     let graph = |name: &str, elem, loss, statements| GraphSpec {
         name: name.to_owned(),
         elem,
@@ -604,6 +736,66 @@ fn fixed_graphs() -> Vec<GraphSpec> {
                 define("", concat(&["m", "a", "f", "s"]), &[Affine(102, 3)]),
             ],
         ),
+        // Two dropouts on two branches (their masks drawn in the order they are written), both
+        // reading a batchnorm right after an affine layer, and another batchnorm of their sum.
+        graph(
+            "NormBranches",
+            "f64",
+            Some(Loss::SoftmaxCrossEntropy),
+            vec![
+                declare("x", &[4], true, false),
+                define("h", value("x"), &[Affine(4, 6), BatchNorm(0.1, 1e-5)]),
+                define("a", value("h"), &[Relu, Dropout(0.25)]),
+                define("b", value("h"), &[Tanh, Dropout(0.5)]),
+                define(
+                    "",
+                    merge(Add, "a", "b"),
+                    &[BatchNorm(0.1, 1e-3), Affine(6, 3)],
+                ),
+            ],
+        ),
+        // On images: a convolution normalised per channel, the image itself dropped out and
+        // normalised, their concatenation dropped out with p = 0 (which still draws its mask),
+        // pooled, and normalised per feature once flat.
+        graph(
+            "NormChannels",
+            "f32",
+            Some(Loss::Mse),
+            vec![
+                declare("x", &[2, 4, 4], true, false),
+                define(
+                    "c",
+                    value("x"),
+                    &[conv2d(2, 3, 3).pad(1), BatchNorm(0.5, 1e-5), Relu],
+                ),
+                define("d", value("x"), &[Dropout(0.1)]),
+                define("e", value("x"), &[BatchNorm(1.0, 0.01)]),
+                define(
+                    "",
+                    concat(&["c", "d", "e"]),
+                    &[
+                        Dropout(0.0),
+                        avg_pool(2),
+                        Flatten,
+                        BatchNorm(0.1, 1e-5),
+                        Affine(28, 3),
+                    ],
+                ),
+            ],
+        ),
+        // No loss, so `backward_from` after `forward`: it differentiates an evaluation pass, where
+        // a batchnorm is an affine map of the running statistics and a dropout passes its input on.
+        graph(
+            "NormGates",
+            "f64",
+            None,
+            vec![
+                declare("x", &[3], true, false),
+                declare("y", &[3], true, false),
+                define("g", value("x"), &[BatchNorm(0.1, 1e-5), Sigmoid]),
+                define("", merge(Mul, "g", "y"), &[Dropout(0.5), Affine(3, 2)]),
+            ],
+        ),
     ]
 }
 
@@ -622,8 +814,9 @@ struct Drawn {
 ///
 /// With `convs`: images of 3 to 6 × 3 to 6, and convolutions that keep their size among the
 /// activations; the last statement may pool the result and read it as features (by `flatten`,
-/// an affine layer, or both), and does when the loss needs classes.
-fn random_graph(n: usize, rng: &mut SplitMix64, convs: bool) -> GraphSpec {
+/// an affine layer, or both), and does when the loss needs classes. With `norms`: batch
+/// normalisations and dropouts among them too.
+fn random_graph(n: usize, rng: &mut SplitMix64, convs: bool, norms: bool) -> GraphSpec {
     let elem = if rng.chance(25) { "f32" } else { "f64" };
     let images = rng.chance(30) || convs;
     let (height, width) = (rng.range(1, 2), rng.range(2, 3));
@@ -696,7 +889,9 @@ fn random_graph(n: usize, rng: &mut SplitMix64, convs: bool) -> GraphSpec {
         }
         let mut ops = Vec::new();
         for _ in 0..rng.range(min_ops, 3).max(min_ops) {
-            let op = if !images && rng.chance(50) {
+            let op = if norms && rng.chance(40) {
+                rng.norm()
+            } else if !images && rng.chance(50) {
                 let out = if rng.chance(70) {
                     rng.pick(&outers)
                 } else {

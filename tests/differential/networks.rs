@@ -16,7 +16,7 @@
 use super::reference::Flag::{Grad, Positive};
 use super::reference::Merge::{Add, Div, Mul, Sub};
 use super::reference::Node::{Layer, Merge};
-use super::reference::Op::{Affine, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
+use super::reference::Op::{Affine, BatchNorm, Dropout, Elu, Flatten, LeakyRelu, Relu, Sigmoid, Softmax, Tanh};
 use super::reference::{avg_pool, concat, conv2d, input, max_pool};
 use chainrule::network;
 
@@ -421,6 +421,172 @@ differential_test! {
 }
 
 network! {
+    pub struct Net35: f64 {
+        input(3, 6, 4) -> dropout -> conv2d(3, 3, 1) -> avg_pool(2, pad = 1) -> flatten ->
+            affine(36, 12) -> batchnorm -> sigmoid -> dropout(0.25) -> affine(12, 12) ->
+            batchnorm -> elu -> dropout(p = 0.0) -> affine(12, 12) -> batchnorm -> leaky_relu ->
+            mse
+    }
+}
+differential_test! {
+    net35: Net35 = input(3, 6, 4) -> [Dropout(0.5), conv2d(3, 3, 1), avg_pool(2).pad(1),
+        Flatten, Affine(36, 12), BatchNorm(0.1, 1e-5), Sigmoid, Dropout(0.25), Affine(12, 12),
+        BatchNorm(0.1, 1e-5), Elu(1.0), Dropout(0.0), Affine(12, 12), BatchNorm(0.1, 1e-5),
+        LeakyRelu(0.01)],
+    loss: mse
+}
+
+network! {
+    pub struct Net36: f64 {
+        affine(1, 9) -> batchnorm(momentum = 0.0, eps = 0.0001) -> sigmoid -> tanh ->
+            affine(9, 4) -> batchnorm(0.5) -> relu -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net36: Net36 = [Affine(1, 9), BatchNorm(0.0, 0.0001), Sigmoid, Tanh, Affine(9, 4),
+        BatchNorm(0.5, 1e-5), Relu],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net37: f32 {
+        affine(12, 12) -> batchnorm -> elu(alpha = 0.5) -> affine(12, 5) -> batchnorm -> relu ->
+            dropout(p = 0.0) -> affine(5, 12) -> elu -> sigmoid -> dropout(0.25) ->
+            batchnorm(eps = 0.001)
+    }
+}
+differential_test! {
+    net37: Net37 = [Affine(12, 12), BatchNorm(0.1, 1e-5), Elu(0.5), Affine(12, 5),
+        BatchNorm(0.1, 1e-5), Relu, Dropout(0.0), Affine(5, 12), Elu(1.0), Sigmoid,
+        Dropout(0.25), BatchNorm(0.1, 0.001)],
+    loss: none
+}
+
+network! {
+    pub struct Net38: f64 {
+        input(3, 6, 6) -> batchnorm(0.5) -> conv2d(3, 1, 3, stride = 2, exact = false) ->
+            conv2d(1, 3, 2, pad = 1) -> batchnorm -> flatten -> affine(27, 6) -> relu ->
+            dropout -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net38: Net38 = input(3, 6, 6) -> [BatchNorm(0.5, 1e-5), conv2d(3, 1, 3).stride(2).inexact(),
+        conv2d(1, 3, 2).pad(1), BatchNorm(0.1, 1e-5), Flatten, Affine(27, 6), Relu,
+        Dropout(0.5)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net39: f64 {
+        input(2, 5, 6) -> relu -> dropout(p = 0.1) -> dropout(p = 0.1) -> dropout(0.25) ->
+            affine(60, 11) -> elu(alpha = 0.5) -> affine(11, 8) -> sigmoid -> dropout(0.25) ->
+            affine(8, 2) -> sigmoid -> leaky_relu(0.1)
+    }
+}
+differential_test! {
+    net39: Net39 = input(2, 5, 6) -> [Relu, Dropout(0.1), Dropout(0.1), Dropout(0.25),
+        Affine(60, 11), Elu(0.5), Affine(11, 8), Sigmoid, Dropout(0.25), Affine(8, 2), Sigmoid,
+        LeakyRelu(0.1)],
+    loss: none
+}
+
+network! {
+    pub struct Net40: f32 {
+        input(1, 3, 6) -> batchnorm(eps = 0.001) ->
+            conv2d(1, 2, 2, stride = 2, exact = false) -> relu -> batchnorm -> flatten ->
+            affine(6, 9) -> dropout(p = 0.0) -> affine(9, 3) ->
+            batchnorm(momentum = 1.0, eps = 0.01) -> elu -> dropout(0.25) -> affine(3, 2) ->
+            tanh -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net40: Net40 = input(1, 3, 6) -> [BatchNorm(0.1, 0.001),
+        conv2d(1, 2, 2).stride(2).inexact(), Relu, BatchNorm(0.1, 1e-5), Flatten, Affine(6, 9),
+        Dropout(0.0), Affine(9, 3), BatchNorm(1.0, 0.01), Elu(1.0), Dropout(0.25), Affine(3, 2),
+        Tanh],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net41: f32 {
+        input(1, 6, 6) -> conv2d(1, 2, 3) -> batchnorm(0.5) ->
+            conv2d(2, 1, 1, stride = 2, exact = false) -> batchnorm(0.5) -> max_pool(2) ->
+            avg_pool(2, pad = 1, exact = false) -> flatten ->
+            batchnorm(momentum = 1.0, eps = 0.01) -> affine(1, 9) -> batchnorm -> sigmoid ->
+            affine(9, 9) -> tanh -> affine(9, 11) -> batchnorm -> tanh
+    }
+}
+differential_test! {
+    net41: Net41 = input(1, 6, 6) -> [conv2d(1, 2, 3), BatchNorm(0.5, 1e-5),
+        conv2d(2, 1, 1).stride(2).inexact(), BatchNorm(0.5, 1e-5), max_pool(2),
+        avg_pool(2).pad(1).inexact(), Flatten, BatchNorm(1.0, 0.01), Affine(1, 9),
+        BatchNorm(0.1, 1e-5), Sigmoid, Affine(9, 9), Tanh, Affine(9, 11), BatchNorm(0.1, 1e-5),
+        Tanh],
+    loss: none
+}
+
+network! {
+    pub struct Net42: f64 {
+        input(1) -> affine(1, 8) -> batchnorm(momentum = 0.0, eps = 0.0001) -> elu -> relu ->
+            affine(8, 2) -> elu(alpha = 0.5) -> dropout(p = 0.1) -> mse
+    }
+}
+differential_test! {
+    net42: Net42 = input(1) -> [Affine(1, 8), BatchNorm(0.0, 0.0001), Elu(1.0), Relu,
+        Affine(8, 2), Elu(0.5), Dropout(0.1)],
+    loss: mse
+}
+
+network! {
+    pub struct Net43: f64 {
+        input(12) -> batchnorm -> affine(12, 12) -> sigmoid -> batchnorm(eps = 0.001)
+    }
+}
+differential_test! {
+    net43: Net43 = input(12) -> [BatchNorm(0.1, 1e-5), Affine(12, 12), Sigmoid,
+        BatchNorm(0.1, 0.001)],
+    loss: none
+}
+
+network! {
+    pub struct Net44: f64 {
+        affine(6, 12) -> tanh -> affine(12, 1) -> leaky_relu(0.1) -> dropout -> affine(1, 12) ->
+            sigmoid -> affine(12, 2) -> batchnorm(momentum = 0.0, eps = 0.0001) ->
+            softmax_cross_entropy
+    }
+}
+differential_test! {
+    net44: Net44 = [Affine(6, 12), Tanh, Affine(12, 1), LeakyRelu(0.1), Dropout(0.5),
+        Affine(1, 12), Sigmoid, Affine(12, 2), BatchNorm(0.0, 0.0001)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net45: f64 {
+        input(2, 5, 4) -> max_pool(2, pad = 1, exact = false) -> flatten -> affine(18, 1) ->
+            leaky_relu(alpha = 0.3) -> dropout(p = 0.1) -> affine(1, 12) ->
+            batchnorm(momentum = 0.0, eps = 0.0001) -> softmax -> affine(12, 12) ->
+            batchnorm(eps = 0.001) -> softmax -> elu(alpha = 0.5) -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    net45: Net45 = input(2, 5, 4) -> [max_pool(2).pad(1).inexact(), Flatten, Affine(18, 1),
+        LeakyRelu(0.3), Dropout(0.1), Affine(1, 12), BatchNorm(0.0, 0.0001), Softmax,
+        Affine(12, 12), BatchNorm(0.1, 0.001), Softmax, Elu(0.5)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Net46: f64 {
+        affine(11, 8) -> batchnorm(eps = 0.001) -> affine(8, 9) -> softmax
+    }
+}
+differential_test! {
+    net46: Net46 = [Affine(11, 8), BatchNorm(0.1, 0.001), Affine(8, 9), Softmax],
+    loss: none
+}
+
+network! {
     pub struct Residual: f64 {
         h = input(4) -> affine(4, 6) -> relu;
         r = h -> affine(6, 6) -> leaky_relu(0.1) -> affine(6, 6);
@@ -560,6 +726,57 @@ differential_test! {
         Layer(Flatten, 1), Layer(avg_pool(2).stride(1).pad(1), 0), Layer(Flatten, 3),
         Layer(Flatten, 0), Layer(conv2d(2, 3, 2).stride(2), 0), Layer(Flatten, 6),
         concat(&[2, 4, 5, 7]), Layer(Affine(102, 3), 8)],
+    loss: none
+}
+
+network! {
+    pub struct NormBranches: f64 {
+        #[grad] x = input(4);
+        h = x -> affine(4, 6) -> batchnorm;
+        a = h -> relu -> dropout(0.25);
+        b = h -> tanh -> dropout;
+        add(a, b) -> batchnorm(eps = 0.001) -> affine(6, 3) -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    normbranches: NormBranches = graph [input("x", &[4], &[Grad]), Layer(Affine(4, 6), 0),
+        Layer(BatchNorm(0.1, 1e-5), 1), Layer(Relu, 2), Layer(Dropout(0.25), 3), Layer(Tanh, 2),
+        Layer(Dropout(0.5), 5), Merge(Add, 4, 6), Layer(BatchNorm(0.1, 0.001), 7),
+        Layer(Affine(6, 3), 8)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct NormChannels: f32 {
+        #[grad] x = input(2, 4, 4);
+        c = x -> conv2d(2, 3, 3, pad = 1) -> batchnorm(0.5) -> relu;
+        d = x -> dropout(p = 0.1);
+        e = x -> batchnorm(momentum = 1.0, eps = 0.01);
+        concat(c, d, e) -> dropout(p = 0.0) -> avg_pool(2) -> flatten -> batchnorm ->
+            affine(28, 3) -> mse
+    }
+}
+differential_test! {
+    normchannels: NormChannels = graph [input("x", &[2, 4, 4], &[Grad]),
+        Layer(conv2d(2, 3, 3).pad(1), 0), Layer(BatchNorm(0.5, 1e-5), 1), Layer(Relu, 2),
+        Layer(Dropout(0.1), 0), Layer(BatchNorm(1.0, 0.01), 0), concat(&[3, 4, 5]),
+        Layer(Dropout(0.0), 6), Layer(avg_pool(2), 7), Layer(Flatten, 8),
+        Layer(BatchNorm(0.1, 1e-5), 9), Layer(Affine(28, 3), 10)],
+    loss: mse
+}
+
+network! {
+    pub struct NormGates: f64 {
+        #[grad] x = input(3);
+        #[grad] y = input(3);
+        g = x -> batchnorm -> sigmoid;
+        mul(g, y) -> dropout -> affine(3, 2)
+    }
+}
+differential_test! {
+    normgates: NormGates = graph [input("x", &[3], &[Grad]), input("y", &[3], &[Grad]),
+        Layer(BatchNorm(0.1, 1e-5), 0), Layer(Sigmoid, 2), Merge(Mul, 3, 1),
+        Layer(Dropout(0.5), 4), Layer(Affine(3, 2), 5)],
     loss: none
 }
 
@@ -740,5 +957,70 @@ differential_test! {
     graph09: Graph09 = graph [input("x0", &[1, 3, 4], &[Grad]),
         input("x1", &[2, 3, 4], &[Grad]), input("x2", &[1, 3, 4], &[]), concat(&[2, 2]),
         Layer(Relu, 3), Layer(conv2d(2, 2, 1), 4), concat(&[0, 1, 5]), Layer(Affine(60, 3), 6)],
+    loss: mse
+}
+
+network! {
+    pub struct Graph10: f64 {
+        #[grad] x0 = input(5);
+        h0 = x0 -> batchnorm(momentum = 1.0, eps = 0.01) -> relu;
+        h0 -> dropout(p = 0.1) -> softmax_cross_entropy
+    }
+}
+differential_test! {
+    graph10: Graph10 = graph [input("x0", &[5], &[Grad]), Layer(BatchNorm(1.0, 0.01), 0),
+        Layer(Relu, 1), Layer(Dropout(0.1), 2)],
+    loss: softmax_cross_entropy
+}
+
+network! {
+    pub struct Graph11: f64 {
+        #[grad] x0 = input(1, 6, 6);
+        #[grad] x1 = input(2, 6, 6);
+        h0 = x0 -> batchnorm;
+        concat(x1, h0) -> tanh -> conv2d(3, 2, 1) -> mse
+    }
+}
+differential_test! {
+    graph11: Graph11 = graph [input("x0", &[1, 6, 6], &[Grad]),
+        input("x1", &[2, 6, 6], &[Grad]), Layer(BatchNorm(0.1, 1e-5), 0), concat(&[1, 2]),
+        Layer(Tanh, 3), Layer(conv2d(3, 2, 1), 4)],
+    loss: mse
+}
+
+network! {
+    pub struct Graph12: f64 {
+        x0 = input(5);
+        #[grad] x1 = input(5);
+        #[grad] x2 = input(3);
+        h0 = x1 -> affine(5, 1) -> relu;
+        h1 = concat(h0, x2);
+        concat(x0, h1) -> batchnorm(0.5) -> relu
+    }
+}
+differential_test! {
+    graph12: Graph12 = graph [input("x0", &[5], &[]), input("x1", &[5], &[Grad, Positive]),
+        input("x2", &[3], &[Grad]), Layer(Affine(5, 1), 1), Layer(Relu, 3), concat(&[4, 2]),
+        concat(&[0, 5]), Layer(BatchNorm(0.5, 1e-5), 6), Layer(Relu, 7)],
+    loss: none
+}
+
+network! {
+    pub struct Graph13: f32 {
+        x0 = input(2, 6, 4);
+        #[grad] x1 = input(1, 6, 4);
+        h0 = x0 -> dropout(p = 0.0) -> relu;
+        h1 = x1 -> sigmoid -> conv2d(1, 2, 1) -> tanh;
+        h2 = h1 -> relu -> dropout(p = 0.1) -> batchnorm(eps = 0.001);
+        concat(h0, h2) -> batchnorm -> elu(alpha = 0.5) -> avg_pool(2, 1) -> flatten ->
+            affine(60, 2) -> mse
+    }
+}
+differential_test! {
+    graph13: Graph13 = graph [input("x0", &[2, 6, 4], &[]), input("x1", &[1, 6, 4], &[Grad]),
+        Layer(Dropout(0.0), 0), Layer(Relu, 2), Layer(Sigmoid, 1), Layer(conv2d(1, 2, 1), 4),
+        Layer(Tanh, 5), Layer(Relu, 6), Layer(Dropout(0.1), 7), Layer(BatchNorm(0.1, 0.001), 8),
+        concat(&[3, 9]), Layer(BatchNorm(0.1, 1e-5), 10), Layer(Elu(0.5), 11),
+        Layer(avg_pool(2).stride(1), 12), Layer(Flatten, 13), Layer(Affine(60, 2), 14)],
     loss: mse
 }

@@ -15,14 +15,28 @@
 //! orders, so where a sum cancels they cannot agree to the comparison's last digits. The kernel's
 //! are then what the network's are compared with, as for every other op.
 //!
+//! Batch normalisation and dropout are run differently: their forward and backward passes are
+//! written out here with plain loops from their definitions (those of `runtime/src/norm.rs`:
+//! statistics and gradients in `f64`, outputs in the element type), and no kernel of the runtime
+//! is called for them. They have a training
+//! mode, so [`evaluate`] runs one pass in a [`Mode`], and a [`State`] carries what the passes
+//! share: each batch normalisation's running statistics, and the generator the dropout masks are
+//! drawn from (`chainrule::kernels::mask_rng`, drawn from as the network draws: each dropout in the
+//! order of the nodes, one `next_u32` per element of the batch, row-major), so that a network whose
+//! masks are seeded alike draws the same masks. As the two sides then round apart, the gradients
+//! of such a network come with the scale of their terms, for the comparison (see [`Training`]).
+//!
 //! Which op names it implements is [`implemented_names`]: the names of [`Node::exemplars`] and
 //! [`Loss::ALL`], which the coverage test compares with the op table. Every `match` on the op
 //! enums here is exhaustive (no catch-all arm), so a new variant does not compile until `evaluate`
 //! runs it, and a name can only be listed through a variant.
 
-use chainrule::kernels::{self, Conv2d, ConvScratch, GradMode::Set, Pool2d, PoolArgmax};
-use chainrule::ndarray::{Array1, Array2, ArrayView2, ArrayView4, Ix1, Ix4, s};
+use chainrule::kernels::{self, Conv2d, ConvScratch, GradMode::Set, MaskRng, Pool2d, PoolArgmax};
+use chainrule::ndarray::{
+    Array1, Array2, ArrayView2, ArrayView4, ArrayViewMut2, Axis, Ix1, Ix4, s,
+};
 use chainrule::{Element, Param};
+use rand::Rng;
 
 /// A layer that reads one value (the one before it in its chain), as the reference runs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +59,10 @@ pub enum Op {
     /// `avg_pool(window, stride, pad, exact)`.
     AvgPool(Window),
     Flatten,
+    /// `batchnorm(momentum, eps)`: per channel of an image, per feature of a vector.
+    BatchNorm(f64, f64),
+    /// `dropout(p)`.
+    Dropout(f64),
 }
 
 /// How a convolution's kernel or a pooling's window slides over each image: its side, its stride,
@@ -196,7 +214,7 @@ impl Op {
     /// One exemplar of every variant.
     /// The ones that read images ([`Op::reads_images`]) fit the exemplars' input of 2 × 4 × 5
     /// ([`Node::exemplars`]).
-    pub const EXEMPLARS: [Op; 11] = [
+    pub const EXEMPLARS: [Op; 13] = [
         Op::Affine(3, 2),
         Op::Relu,
         Op::Sigmoid,
@@ -209,6 +227,8 @@ impl Op {
         max_pool(2).pad(1).inexact(),
         avg_pool(2).stride(1),
         Op::Flatten,
+        Op::BatchNorm(0.1, 1e-5),
+        Op::Dropout(0.5),
     ];
 
     /// The op's name in the language (and the table).
@@ -225,6 +245,8 @@ impl Op {
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool(_) => "avg_pool",
             Op::Flatten => "flatten",
+            Op::BatchNorm(..) => "batchnorm",
+            Op::Dropout(_) => "dropout",
         }
     }
 
@@ -234,7 +256,10 @@ impl Op {
     /// α = 1), `elu(alpha = 0.5)`. A window's arguments after its side are left out where they
     /// are the defaults; the stride is written in order when it is the last argument written
     /// (`max_pool(2, 1)`, `conv2d(1, 2, 3, 2)`), by name otherwise (`conv2d(1, 2, 3, stride = 2,
-    /// pad = 1)`).
+    /// pad = 1)`). So are the options of `batchnorm`: `batchnorm` (the defaults, momentum 0.1 and
+    /// ε = 1e-5), `batchnorm(0.5)` (the momentum alone, in order), `batchnorm(eps = 0.001)`,
+    /// `batchnorm(momentum = 1.0, eps = 0.01)` (by name); and `dropout`'s p: `dropout` (the
+    /// default, 0.5), `dropout(0.25)` (in order), `dropout(p = 0.1)` (by name).
     pub fn source(self) -> String {
         match self {
             Op::Affine(i, o) => format!("affine({i}, {o})"),
@@ -250,6 +275,14 @@ impl Op {
                 window.size,
                 window.options(window.size)
             ),
+            Op::BatchNorm(0.1, 1e-5) | Op::Dropout(0.5) => self.name().to_owned(),
+            Op::BatchNorm(momentum, 1e-5) => format!("batchnorm({momentum:?})"),
+            Op::BatchNorm(0.1, eps) => format!("batchnorm(eps = {eps:?})"),
+            Op::BatchNorm(momentum, eps) => {
+                format!("batchnorm(momentum = {momentum:?}, eps = {eps:?})")
+            }
+            Op::Dropout(0.25) => "dropout(0.25)".to_owned(),
+            Op::Dropout(p) => format!("dropout(p = {p:?})"),
             Op::Relu | Op::Sigmoid | Op::Tanh | Op::Softmax | Op::Flatten => self.name().to_owned(),
         }
     }
@@ -279,6 +312,8 @@ impl Op {
                 window.rust_options(window.size)
             ),
             Op::Flatten => "Flatten".to_owned(),
+            Op::BatchNorm(momentum, eps) => format!("BatchNorm({momentum:?}, {eps:?})"),
+            Op::Dropout(p) => format!("Dropout({p:?})"),
         }
     }
 
@@ -329,7 +364,9 @@ impl Op {
             | Op::LeakyRelu(_)
             | Op::Elu(_)
             | Op::Softmax
-            | Op::Flatten => panic!("only conv2d, max_pool and avg_pool have a window"),
+            | Op::Flatten
+            | Op::BatchNorm(..)
+            | Op::Dropout(_) => panic!("only conv2d, max_pool and avg_pool have a window"),
         }
     }
 
@@ -344,7 +381,9 @@ impl Op {
             | Op::LeakyRelu(_)
             | Op::Elu(_)
             | Op::Softmax
-            | Op::Flatten => None,
+            | Op::Flatten
+            | Op::BatchNorm(..)
+            | Op::Dropout(_) => None,
         }
     }
 
@@ -359,7 +398,9 @@ impl Op {
             | Op::Tanh
             | Op::LeakyRelu(_)
             | Op::Elu(_)
-            | Op::Softmax => false,
+            | Op::Softmax
+            | Op::BatchNorm(..)
+            | Op::Dropout(_) => false,
         }
     }
 }
@@ -579,6 +620,15 @@ pub fn layer_shape(op: Op, shape: &[usize]) -> Result<Vec<usize>, String> {
         Op::Softmax if shape.len() == 1 && shape[0] >= 2 => Ok(shape.to_vec()),
         Op::Softmax => Err(format!("softmax on {shape:?}")),
         Op::Relu | Op::Sigmoid | Op::Tanh | Op::LeakyRelu(_) | Op::Elu(_) => Ok(shape.to_vec()),
+        Op::BatchNorm(momentum, eps) if !(0.0..=1.0).contains(&momentum) || eps <= 0.0 => {
+            Err(format!(
+                "batchnorm: momentum {momentum} is not in [0, 1], or ε = {eps} is not positive"
+            ))
+        }
+        Op::Dropout(p) if !(0.0..1.0).contains(&p) => {
+            Err(format!("dropout: p = {p} is not in [0, 1)"))
+        }
+        Op::BatchNorm(..) | Op::Dropout(_) => Ok(shape.to_vec()),
         Op::Conv2d(channels, filters, window) => {
             let (c, h, w) = image()?;
             if c != channels {
@@ -637,40 +687,47 @@ pub fn output_width(nodes: &[Node]) -> usize {
 
 /// The parameters of a network, named as the macro documents them: `affine{k}.weight` (in × out)
 /// and `affine{k}.bias` (out), `conv2d{k}.weight` (out × in × kernel × kernel) and
-/// `conv2d{k}.bias` (out), `k` counting the layers of each op from 0 in the order of the nodes
-/// (the order they are written in, for a network written in topological order), with their
-/// shapes: a weight and its bias for each layer with parameters, in the order of the nodes.
+/// `conv2d{k}.bias` (out), `batchnorm{k}.gamma` and `batchnorm{k}.beta` (one per channel of its
+/// input), `k` counting the layers of each op from 0 in the order of the nodes (the order they
+/// are written in, for a network written in topological order), with their shapes: a weight and
+/// its bias (γ and β) for each layer with parameters, in the order of the nodes.
 pub fn params(nodes: &[Node]) -> Vec<(String, Vec<usize>)> {
     layer_params(nodes)
         .into_iter()
         .flatten()
-        .flat_map(|(prefix, weight, bias)| {
-            [
-                (format!("{prefix}.weight"), weight),
-                (format!("{prefix}.bias"), bias),
-            ]
-        })
+        .flat_map(|(prefix, pair)| pair.map(|(name, shape)| (format!("{prefix}.{name}"), shape)))
         .collect()
 }
 
 /// Each node's parameters, `None` for a node without any: the name before the dot (`affine0`,
-/// `conv2d1`), and the shapes of the weight and the bias.
-type ParamShapes = Option<(String, Vec<usize>, Vec<usize>)>;
+/// `conv2d1`), and the names after it and the shapes of the weight and the bias (γ and β).
+type ParamShapes = Option<(String, [(&'static str, Vec<usize>); 2])>;
 
 /// [`ParamShapes`] of every node.
 fn layer_params(nodes: &[Node]) -> Vec<ParamShapes> {
+    let shapes = shapes(nodes);
     let mut counters = std::collections::HashMap::new();
-    let mut next = |op: Op, weight: Vec<usize>, bias: Vec<usize>| {
+    let mut next = |op: Op, pair: [(&'static str, Vec<usize>); 2]| {
         let k: &mut usize = counters.entry(op.name()).or_default();
         *k += 1;
-        Some((format!("{}{}", op.name(), *k - 1), weight, bias))
+        Some((format!("{}{}", op.name(), *k - 1), pair))
     };
     nodes
         .iter()
         .map(|node| match *node {
-            Node::Layer(op, _) => match op {
-                Op::Affine(i, o) => next(op, vec![i, o], vec![o]),
-                Op::Conv2d(c, f, window) => next(op, vec![f, c, window.size, window.size], vec![f]),
+            Node::Layer(op, from) => match op {
+                Op::Affine(i, o) => next(op, [("weight", vec![i, o]), ("bias", vec![o])]),
+                Op::Conv2d(c, f, window) => next(
+                    op,
+                    [
+                        ("weight", vec![f, c, window.size, window.size]),
+                        ("bias", vec![f]),
+                    ],
+                ),
+                Op::BatchNorm(..) => {
+                    let channels = shapes[from][0];
+                    next(op, [("gamma", vec![channels]), ("beta", vec![channels])])
+                }
                 Op::Relu
                 | Op::Sigmoid
                 | Op::Tanh
@@ -679,7 +736,8 @@ fn layer_params(nodes: &[Node]) -> Vec<ParamShapes> {
                 | Op::Softmax
                 | Op::MaxPool(_)
                 | Op::AvgPool(_)
-                | Op::Flatten => None,
+                | Op::Flatten
+                | Op::Dropout(_) => None,
             },
             Node::Input(_) | Node::Merge(..) | Node::Concat(_) => None,
         })
@@ -688,7 +746,8 @@ fn layer_params(nodes: &[Node]) -> Vec<ParamShapes> {
 
 /// The parameters of one layer with parameters, copied out of a network: the weight as a matrix of
 /// its first dimension by the rest (in × out for `affine`; out × in·kernel·kernel for `conv2d`, in
-/// the row-major order of its out × in × kernel × kernel), and the bias.
+/// the row-major order of its out × in × kernel × kernel; for `batchnorm`, γ as a column of one
+/// per channel), and the bias (β).
 #[derive(Debug, Clone)]
 pub struct AffineParams<T> {
     pub weight: Array2<T>,
@@ -714,50 +773,174 @@ pub enum Head<'a, T> {
 /// Everything the reference computes for one batch.
 #[derive(Debug, Clone)]
 pub struct Reference<T> {
-    /// What `forward` returns: the last node's value (what flows into the loss, if any).
+    /// The last node's value (what flows into the loss, if any): in an evaluation pass, what
+    /// `forward` returns.
     pub output: Array2<T>,
     /// The index of the largest output of each row, the first on ties.
     pub predict: Vec<usize>,
     /// With a head: the loss and the backward pass.
     pub training: Option<Training<T>>,
+    /// The running statistics after the pass, as [`State::buffers`] gives them.
+    pub buffers: Vec<(String, Vec<T>, f64)>,
 }
 
 /// The loss and the backward pass.
+///
+/// Each gradient comes with the scale of its terms, for a network with a batch normalisation or
+/// a dropout (0 for the others, whose numbers both sides compute with the same kernels): the
+/// largest magnitude of an element that the backward pass would give with every number in it
+/// replaced by its magnitude (the output gradient, the weights, each op's derivatives). Both sides
+/// round the plain loops' numbers and the kernels' apart, by an ulp or so of those magnitudes;
+/// where the terms cancel, as past a training pass's batch normalisation (whose input gradient is
+/// the output gradient less its channel's mean and its projection on `x̂`; a bias right before
+/// one has gradient 0, its values rounding alone on both sides), the comparison judges the
+/// elements on that scale, as it judges an array's small elements on the array's.
 #[derive(Debug, Clone)]
 pub struct Training<T> {
     /// `None` for a backward pass from a given output gradient.
     pub loss: Option<T>,
-    /// The gradient of every parameter, named and ordered as [`params`], values row-major.
-    pub grads: Vec<(String, Vec<T>)>,
-    /// The gradient of every input, in the order of [`inputs`], `#[grad]` or not.
-    pub input_grads: Vec<(Input, Array2<T>)>,
+    /// The gradient of every parameter, named and ordered as [`params`], values row-major, and
+    /// the scale of its terms.
+    pub grads: Vec<(String, Vec<T>, f64)>,
+    /// The gradient of every input, in the order of [`inputs`], `#[grad]` or not, and the scale
+    /// of its terms.
+    pub input_grads: Vec<(Input, Array2<T>, f64)>,
+}
+
+/// A pass's mode, as the network's entry points set it: a training pass (`loss`) normalises with
+/// the batch's statistics, moves the running ones and drops units; an evaluation pass (`forward`,
+/// `predict`, and `backward_from` after `forward`) normalises with the running statistics and
+/// drops nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Training,
+    Evaluation,
+}
+
+/// What one pass leaves to the next: every batch normalisation's running statistics, and the
+/// generator the dropout masks are drawn from.
+#[derive(Debug, Clone)]
+pub struct State<T> {
+    /// Per node, for a batch normalisation: its running statistics.
+    running: Vec<Option<Running<T>>>,
+    /// The masks' generator, `kernels::mask_rng(seed)`, as `Network::seed_masks(seed)` restarts
+    /// the network's.
+    masks: MaskRng,
+}
+
+/// A batch normalisation's running statistics, per channel, in the element type as the network
+/// keeps them.
+#[derive(Debug, Clone)]
+struct Running<T> {
+    mean: Vec<T>,
+    var: Vec<T>,
+    /// The magnitudes of the terms of each running mean, the scale it is compared on: from 0 (the
+    /// exact start), `(1 − momentum)·terms + momentum·mean(|x|)` at each training pass.
+    mean_terms: Vec<f64>,
+}
+
+impl<T: Element> State<T> {
+    /// The state of a network just made, its masks seeded by `seed`: every running mean 0 and
+    /// variance 1, as PyTorch starts them.
+    pub fn new(nodes: &[Node], seed: u64) -> Self {
+        let shapes = shapes(nodes);
+        let running = nodes
+            .iter()
+            .map(|node| match *node {
+                Node::Layer(Op::BatchNorm(..), from) => {
+                    let channels = shapes[from][0];
+                    Some(Running {
+                        mean: vec![T::zero(); channels],
+                        var: vec![T::one(); channels],
+                        mean_terms: vec![0.0; channels],
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        State {
+            running,
+            masks: kernels::mask_rng(seed),
+        }
+    }
+
+    /// The running statistics as `Network::for_each_buffer` visits them:
+    /// `batchnorm{k}.running_mean` and `batchnorm{k}.running_var` of every batch normalisation,
+    /// in the order of the nodes, each with the scale of its terms (a running mean's; 0 for a
+    /// variance, a sum of squares).
+    pub fn buffers(&self, nodes: &[Node]) -> Vec<(String, Vec<T>, f64)> {
+        let prefixes = layer_params(nodes);
+        let mut buffers = Vec::new();
+        for (running, prefix) in self.running.iter().zip(prefixes) {
+            let (Some(running), Some((prefix, _))) = (running, prefix) else {
+                continue;
+            };
+            let terms = running.mean_terms.iter().copied().fold(0.0, f64::max);
+            buffers.push((
+                format!("{prefix}.running_mean"),
+                running.mean.clone(),
+                terms,
+            ));
+            buffers.push((format!("{prefix}.running_var"), running.var.clone(), 0.0));
+        }
+        buffers
+    }
+}
+
+/// What a node's forward pass keeps for its backward pass.
+enum Kept {
+    Nothing,
+    /// Where a max pool found its maxima, for its backward kernel.
+    Argmax(PoolArgmax),
+    /// What a batch normalisation normalised with, per channel.
+    Normalised(Normalised),
+    /// A dropout's mask, per element of the batch (row-major): 0 where dropped, `1/(1 − p)` where
+    /// kept; `None` after an evaluation pass, which keeps every element as it is.
+    Mask(Option<Vec<f64>>),
+}
+
+/// The statistics a batch normalisation normalised with, per channel: `x̂ = (x − mean)·inv_std`.
+struct Normalised {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+    /// Whether they were the batch's (a training pass): then they depend on every element.
+    batch: bool,
 }
 
 /// Runs the network `nodes` on `x` with the layers' parameters `params` (one per layer with
-/// parameters, in the order of [`params`]): the forward pass, then, with a head, the loss kernel
-/// (or the given output gradient) and every backward kernel in reverse order. Every node's input gradients are computed, each
-/// into a fresh array; where a value is read by several nodes (or twice by one), its gradients
-/// are added up.
+/// parameters, in the order of [`params`]) in a pass of `mode`, from `state` (which it leaves as
+/// the network's pass leaves the network's): the forward pass, then, with a head, the loss kernel
+/// (or the given output gradient) and every backward kernel in reverse order. Every node's input
+/// gradients are computed, each into a fresh array; where a value is read by several nodes (or
+/// twice by one), its gradients are added up.
 pub fn evaluate<T: Element>(
     nodes: &[Node],
     params: &[AffineParams<T>],
     x: &Array2<T>,
     head: Option<Head<'_, T>>,
+    mode: Mode,
+    state: &mut State<T>,
 ) -> Reference<T> {
     let batch = x.nrows();
     let shapes = shapes(nodes);
     let alpha = |a: f64| T::from_f64(a);
     assert_eq!(x.ncols(), input_width(nodes), "the batch's columns");
+    assert_eq!(state.running.len(), nodes.len(), "the state of these nodes");
+    // Whether the reference computes some of the network with loops of its own, rounding apart
+    // from the kernels.
+    let rounds_apart = nodes
+        .iter()
+        .any(|node| matches!(node, Node::Layer(Op::BatchNorm(..) | Op::Dropout(_), _)));
 
     // Forward: `values[i]` is node `i`'s value.
     let layers = layer_params(nodes);
     let mut values: Vec<Array2<T>> = Vec::with_capacity(nodes.len());
-    // Where each max pool found its maxima, for its backward kernel.
-    let mut argmax: Vec<Option<PoolArgmax>> = Vec::with_capacity(nodes.len());
+    // What each node keeps for its backward pass.
+    let mut kept: Vec<Kept> = Vec::with_capacity(nodes.len());
     let mut column = 0;
     let mut layer = 0;
-    for (node, shape) in nodes.iter().zip(&shapes) {
-        let mut found = None;
+    for (i, (node, shape)) in nodes.iter().zip(&shapes).enumerate() {
+        let mut keep = Kept::Nothing;
         let mut y = Array2::zeros((batch, size(shape)));
         match node {
             Node::Input(_) => {
@@ -783,9 +966,9 @@ pub fn evaluate<T: Element>(
                         kernels::conv2d_forward(x, w, p.bias.view(), y, scratch, g);
                     }
                     Op::MaxPool(window) => {
-                        let mut kept = PoolArgmax::default();
-                        kernels::max_pool_forward(x, y, &mut kept, pool_geometry(image, window));
-                        found = Some(kept);
+                        let mut found = PoolArgmax::default();
+                        kernels::max_pool_forward(x, y, &mut found, pool_geometry(image, window));
+                        keep = Kept::Argmax(found);
                     }
                     Op::AvgPool(window) => {
                         kernels::avg_pool_forward(x, y, pool_geometry(image, window));
@@ -797,6 +980,17 @@ pub fn evaluate<T: Element>(
                     Op::LeakyRelu(a) => kernels::leaky_relu_forward(x, y, alpha(a)),
                     Op::Elu(a) => kernels::elu_forward(x, y, alpha(a)),
                     Op::Softmax => kernels::softmax_forward(x, y),
+                    Op::BatchNorm(momentum, eps) => {
+                        let p = &params[layer];
+                        layer += 1;
+                        let running = state.running[i].as_mut().expect("made for each batchnorm");
+                        let used =
+                            batchnorm_forward(x, p, y, running, image, (momentum, eps), mode);
+                        keep = Kept::Normalised(used);
+                    }
+                    Op::Dropout(p) => {
+                        keep = Kept::Mask(dropout_forward(x, y, p, &mut state.masks, mode));
+                    }
                 }
             }
             &Node::Merge(merge, a, b) => {
@@ -814,7 +1008,7 @@ pub fn evaluate<T: Element>(
             }
         }
         values.push(y);
-        argmax.push(found);
+        kept.push(keep);
     }
     assert_eq!(
         layer,
@@ -843,22 +1037,40 @@ pub fn evaluate<T: Element>(
 
         // Backward, node by node in reverse. `grads[i]` is the sum of the gradients of node `i`'s
         // value that have come back so far; every reader of a value comes after it, so it is
-        // complete when its node's turn comes.
+        // complete when its node's turn comes. `terms[i]` is the same with every number replaced
+        // by its magnitude (see `Training`).
+        let mut terms: Vec<Option<Array2<f64>>> = vec![None; nodes.len()];
+        *terms.last_mut().expect("the output is there") = Some(magnitudes(dy.view()));
         let mut grads: Vec<Option<Array2<T>>> = vec![None; nodes.len()];
         *grads.last_mut().expect("the output is there") = Some(dy);
-        let add_to = |grads: &mut Vec<Option<Array2<T>>>, value: usize, dx: Array2<T>| {
-            grads[value] = Some(match grads[value].take() {
-                None => dx,
-                Some(sum) => sum + dx,
+        fn add<A: std::ops::Add<Output = A>>(sum: &mut Option<A>, more: A) {
+            *sum = Some(match sum.take() {
+                None => more,
+                Some(sum) => sum + more,
             });
+        }
+        let add_to = |grads: &mut [Option<Array2<T>>],
+                      terms: &mut [Option<Array2<f64>>],
+                      value: usize,
+                      dx: Array2<T>,
+                      m: Array2<f64>| {
+            add(&mut grads[value], dx);
+            add(&mut terms[value], m);
         };
         let mut param_grads = Vec::new();
+        // The scale a gradient is judged on: its terms' largest, where the two sides round apart.
+        let judged = |m: &Array2<f64>| match rounds_apart {
+            true => m.iter().copied().fold(0.0, f64::max),
+            false => 0.0,
+        };
         for (i, node) in nodes.iter().enumerate().rev() {
             let Some(dy) = grads[i].clone() else {
                 continue;
             };
-            let (y, dy) = (values[i].view(), dy.view());
+            let m = terms[i].clone().expect("a gradient has its terms");
+            let (y, dy, m) = (values[i].view(), dy.view(), m.view());
             let fresh = |value: usize| Array2::<T>::zeros(values[value].raw_dim());
+            let fresh_terms = |value: usize| Array2::<f64>::zeros(values[value].raw_dim());
             match node {
                 Node::Input(_) => {}
                 &Node::Layer(op, from) => {
@@ -866,10 +1078,19 @@ pub fn evaluate<T: Element>(
                     let image = &shapes[from];
                     let mut dx = fresh(from);
                     let d = dx.view_mut();
+                    let mut m_dx = fresh_terms(from);
                     let prefix = || {
                         let (prefix, ..) = layers[i].as_ref().expect("the layer has parameters");
                         prefix.as_str()
                     };
+                    // The magnitudes of an elementwise op's derivatives, from its backward kernel.
+                    let slopes = |backward: &dyn Fn(ArrayViewMut2<'_, T>)| {
+                        let mut slope = Array2::<T>::zeros(y.raw_dim());
+                        backward(slope.view_mut());
+                        magnitudes(slope.view()) * m
+                    };
+                    let ones = Array2::<T>::ones(y.raw_dim());
+                    let ones = ones.view();
                     match op {
                         Op::Affine(..) => {
                             layer -= 1;
@@ -878,84 +1099,183 @@ pub fn evaluate<T: Element>(
                             let mut db = Array1::zeros(p.bias.raw_dim());
                             kernels::affine_backward_params(x, dy, dw.view_mut(), db.view_mut());
                             kernels::affine_backward_input(p.weight.view(), dy, d, Set);
-                            param_grads.push((format!("{}.bias", prefix()), db.to_vec()));
+                            m_dx = m.dot(&magnitudes(p.weight.view()).t());
+                            let m_dw = magnitudes(x).t().dot(&m);
+                            let m_db = m.sum_axis(Axis(0)).insert_axis(Axis(0));
+                            param_grads.push((
+                                format!("{}.bias", prefix()),
+                                db.to_vec(),
+                                judged(&m_db),
+                            ));
                             param_grads.push((
                                 format!("{}.weight", prefix()),
                                 dw.iter().copied().collect(),
+                                judged(&m_dw),
                             ));
                         }
                         Op::Conv2d(_, filters, window) => {
                             layer -= 1;
                             let p = &params[layer];
                             let g = conv_geometry(image, filters, window);
-                            let scratch = &mut ConvScratch::default();
                             kernels::conv2d_backward_input(
                                 conv_weight(p, g),
                                 dy,
                                 d,
                                 Set,
-                                scratch,
+                                &mut ConvScratch::default(),
+                                g,
+                            );
+                            let w = magnitudes(p.weight.view());
+                            kernels::conv2d_backward_input(
+                                w.view()
+                                    .into_shape_with_order((
+                                        g.filters, g.channels, g.kernel, g.kernel,
+                                    ))
+                                    .expect("out × in·kernel·kernel"),
+                                m,
+                                m_dx.view_mut(),
+                                Set,
+                                &mut ConvScratch::default(),
                                 g,
                             );
                             let (dw, db) = conv2d_param_grads(x, dy, g);
-                            param_grads.push((format!("{}.bias", prefix()), db));
-                            param_grads.push((format!("{}.weight", prefix()), dw));
+                            let sums = ConvSums::new(magnitudes(x).view(), m, g);
+                            let largest = |sums: &[(f64, f64)]| match rounds_apart {
+                                true => sums.iter().map(|&(sum, _)| sum).fold(0.0, f64::max),
+                                false => 0.0,
+                            };
+                            param_grads.push((format!("{}.bias", prefix()), db, largest(&sums.db)));
+                            param_grads.push((
+                                format!("{}.weight", prefix()),
+                                dw,
+                                largest(&sums.dw),
+                            ));
                         }
                         Op::MaxPool(window) => {
-                            let kept = argmax[i].as_ref().expect("the forward pass kept it");
-                            kernels::max_pool_backward(
-                                dy,
-                                d,
-                                Set,
-                                kept,
-                                pool_geometry(image, window),
-                            );
+                            let Kept::Argmax(found) = &kept[i] else {
+                                unreachable!("a max pool keeps its maxima")
+                            };
+                            let g = pool_geometry(image, window);
+                            kernels::max_pool_backward(dy, d, Set, found, g);
+                            kernels::max_pool_backward(m, m_dx.view_mut(), Set, found, g);
                         }
                         Op::AvgPool(window) => {
-                            kernels::avg_pool_backward(dy, d, Set, pool_geometry(image, window));
+                            let g = pool_geometry(image, window);
+                            kernels::avg_pool_backward(dy, d, Set, g);
+                            kernels::avg_pool_backward(m, m_dx.view_mut(), Set, g);
                         }
-                        Op::Flatten => kernels::flatten_backward(y, dy, d, Set),
-                        Op::Relu => kernels::relu_backward(y, dy, d, Set),
-                        Op::Sigmoid => kernels::sigmoid_backward(y, dy, d, Set),
-                        Op::Tanh => kernels::tanh_backward(y, dy, d, Set),
-                        Op::LeakyRelu(a) => kernels::leaky_relu_backward(y, dy, d, Set, alpha(a)),
-                        Op::Elu(a) => kernels::elu_backward(y, dy, d, Set, alpha(a)),
-                        Op::Softmax => kernels::softmax_backward(y, dy, d, Set),
+                        Op::Flatten => {
+                            kernels::flatten_backward(y, dy, d, Set);
+                            m_dx.assign(&m);
+                        }
+                        Op::Relu => {
+                            kernels::relu_backward(y, dy, d, Set);
+                            m_dx = slopes(&|s| kernels::relu_backward(y, ones, s, Set));
+                        }
+                        Op::Sigmoid => {
+                            kernels::sigmoid_backward(y, dy, d, Set);
+                            m_dx = slopes(&|s| kernels::sigmoid_backward(y, ones, s, Set));
+                        }
+                        Op::Tanh => {
+                            kernels::tanh_backward(y, dy, d, Set);
+                            m_dx = slopes(&|s| kernels::tanh_backward(y, ones, s, Set));
+                        }
+                        Op::LeakyRelu(a) => {
+                            kernels::leaky_relu_backward(y, dy, d, Set, alpha(a));
+                            m_dx = slopes(&|s| {
+                                kernels::leaky_relu_backward(y, ones, s, Set, alpha(a))
+                            });
+                        }
+                        Op::Elu(a) => {
+                            kernels::elu_backward(y, dy, d, Set, alpha(a));
+                            m_dx = slopes(&|s| kernels::elu_backward(y, ones, s, Set, alpha(a)));
+                        }
+                        Op::Softmax => {
+                            kernels::softmax_backward(y, dy, d, Set);
+                            // dx = y·(dy − Σ y·dy): its terms, y·(m + Σ y·m).
+                            for r in 0..y.nrows() {
+                                let y = y.row(r).mapv(|v| Element::to_f64(v));
+                                let through = y.dot(&m.row(r));
+                                for (j, &y) in y.iter().enumerate() {
+                                    m_dx[(r, j)] = y * (m[(r, j)] + through);
+                                }
+                            }
+                        }
+                        Op::BatchNorm(..) => {
+                            layer -= 1;
+                            let Kept::Normalised(used) = &kept[i] else {
+                                unreachable!("a batchnorm keeps its statistics")
+                            };
+                            let [(dgamma, m_dgamma), (dbeta, m_dbeta)] = batchnorm_backward(
+                                (x, dy, m),
+                                &params[layer],
+                                (d, m_dx.view_mut()),
+                                used,
+                                image[0],
+                            );
+                            param_grads.push((
+                                format!("{}.beta", prefix()),
+                                dbeta,
+                                judged(&m_dbeta),
+                            ));
+                            param_grads.push((
+                                format!("{}.gamma", prefix()),
+                                dgamma,
+                                judged(&m_dgamma),
+                            ));
+                        }
+                        Op::Dropout(_) => {
+                            let Kept::Mask(mask) = &kept[i] else {
+                                unreachable!("a dropout keeps its mask")
+                            };
+                            dropout_backward(dy, d, mask.as_deref());
+                            let width = m.ncols();
+                            m_dx = Array2::from_shape_fn(m.raw_dim(), |(r, j)| {
+                                m[(r, j)] * mask.as_ref().map_or(1.0, |mask| mask[r * width + j])
+                            });
+                        }
                     }
-                    add_to(&mut grads, from, dx);
+                    add_to(&mut grads, &mut terms, from, dx, m_dx);
                 }
                 &Node::Merge(merge, a, b) => {
                     let (va, vb) = (values[a].view(), values[b].view());
                     let (mut da, mut db) = (fresh(a), fresh(b));
                     let (ga, gb) = (da.view_mut(), db.view_mut());
-                    match merge {
+                    let (ma, mb) = (magnitudes(va), magnitudes(vb));
+                    let (m_da, m_db) = match merge {
                         Merge::Add => {
                             kernels::add_backward_a(va, vb, y, dy, ga, Set);
                             kernels::add_backward_b(va, vb, y, dy, gb, Set);
+                            (m.to_owned(), m.to_owned())
                         }
                         Merge::Sub => {
                             kernels::sub_backward_a(va, vb, y, dy, ga, Set);
                             kernels::sub_backward_b(va, vb, y, dy, gb, Set);
+                            (m.to_owned(), m.to_owned())
                         }
                         Merge::Mul => {
                             kernels::mul_backward_a(va, vb, y, dy, ga, Set);
                             kernels::mul_backward_b(va, vb, y, dy, gb, Set);
+                            (&m * &mb, &m * &ma)
                         }
                         Merge::Div => {
                             kernels::div_backward_a(va, vb, y, dy, ga, Set);
                             kernels::div_backward_b(va, vb, y, dy, gb, Set);
+                            (&m / &mb, &m * &ma / (&mb * &mb))
                         }
-                    }
-                    add_to(&mut grads, a, da);
-                    add_to(&mut grads, b, db);
+                    };
+                    add_to(&mut grads, &mut terms, a, da, m_da);
+                    add_to(&mut grads, &mut terms, b, db, m_db);
                 }
                 Node::Concat(parts) => {
                     let mut offset = 0;
                     for &part in parts {
                         let mut dx = fresh(part);
                         kernels::concat_backward(dy, offset, dx.view_mut(), Set);
-                        offset += dx.ncols();
-                        add_to(&mut grads, part, dx);
+                        let width = dx.ncols();
+                        let m_dx = m.slice(s![.., offset..offset + width]).to_owned();
+                        offset += width;
+                        add_to(&mut grads, &mut terms, part, dx, m_dx);
                     }
                 }
             }
@@ -970,6 +1290,7 @@ pub fn evaluate<T: Element>(
                     grads[i]
                         .clone()
                         .unwrap_or_else(|| Array2::zeros(values[i].raw_dim())),
+                    terms[i].as_ref().map_or(0.0, judged),
                 )),
                 _ => None,
             })
@@ -985,6 +1306,198 @@ pub fn evaluate<T: Element>(
         output,
         predict,
         training,
+        buffers: state.buffers(nodes),
+    }
+}
+
+/// The magnitudes of the elements of `a`, in `f64`.
+fn magnitudes<T: Element>(a: ArrayView2<'_, T>) -> Array2<f64> {
+    a.mapv(|v| Element::to_f64(v).abs())
+}
+
+/// Batch normalisation, forward, with plain loops: with `image` the shape of a sample of `x`
+/// (channels first, the rest positions), `y = γ·(x − μ)/√(σ² + ε) + β` per channel, with μ and
+/// σ² the batch's mean and biased variance over its rows and positions (summed in `f64`) in a
+/// training pass, which also moves the running statistics towards them (`r ← (1 − momentum)·r +
+/// momentum·batch`, the variance made unbiased by `n/(n − 1)` where there are n > 1 values per
+/// channel), and the running statistics in an evaluation pass. Returns what it normalised with.
+///
+/// The output is computed in the element type as the runtime documents it, `(x − μ)·a + β` with
+/// μ and `a = γ/σ` rounded to it: the two sides then agree on it to the last bit, as on every
+/// kernel's output, so that in `f32` what reads it (an affine layer's weight gradient, summed
+/// over the batch of values whose mean was subtracted) does not start from values an ulp of μ
+/// apart.
+fn batchnorm_forward<T: Element>(
+    x: ArrayView2<'_, T>,
+    p: &AffineParams<T>,
+    mut y: ArrayViewMut2<'_, T>,
+    running: &mut Running<T>,
+    image: &[usize],
+    (momentum, eps): (f64, f64),
+    mode: Mode,
+) -> Normalised {
+    let channels = image[0];
+    let spatial = size(&image[1..]);
+    let n = (x.nrows() * spatial) as f64;
+    let at = |c: usize, j: usize| c * spatial + j;
+    let mut used = Normalised {
+        mean: Vec::with_capacity(channels),
+        inv_std: Vec::with_capacity(channels),
+        batch: mode == Mode::Training,
+    };
+    for c in 0..channels {
+        let (mean, var) = match mode {
+            Mode::Training => {
+                let (mut sum, mut magnitude) = (0.0, 0.0);
+                for r in 0..x.nrows() {
+                    for j in 0..spatial {
+                        let v = Element::to_f64(x[(r, at(c, j))]);
+                        sum += v;
+                        magnitude += v.abs();
+                    }
+                }
+                let mean = sum / n;
+                let mut squares = 0.0;
+                for r in 0..x.nrows() {
+                    for j in 0..spatial {
+                        squares += (Element::to_f64(x[(r, at(c, j))]) - mean).powi(2);
+                    }
+                }
+                let var = squares / n;
+                let unbiased = if n > 1.0 { var * n / (n - 1.0) } else { var };
+                let move_towards = |r: &mut T, batch: f64| {
+                    *r = T::from_f64((1.0 - momentum) * Element::to_f64(*r) + momentum * batch);
+                };
+                move_towards(&mut running.mean[c], mean);
+                move_towards(&mut running.var[c], unbiased);
+                let terms = &mut running.mean_terms[c];
+                *terms = (1.0 - momentum) * *terms + momentum * magnitude / n;
+                (mean, var)
+            }
+            Mode::Evaluation => (
+                Element::to_f64(running.mean[c]),
+                Element::to_f64(running.var[c]),
+            ),
+        };
+        used.mean.push(mean);
+        used.inv_std.push(1.0 / (var + eps).sqrt());
+    }
+    for c in 0..channels {
+        let mean = T::from_f64(used.mean[c]);
+        let a = T::from_f64(Element::to_f64(p.weight[(c, 0)]) * used.inv_std[c]);
+        for r in 0..x.nrows() {
+            for j in 0..spatial {
+                y[(r, at(c, j))] = (x[(r, at(c, j))] - mean) * a + p.bias[c];
+            }
+        }
+    }
+    used
+}
+
+/// A parameter's gradient from [`batchnorm_backward`], and its terms (see [`Training`]).
+type NormGrad<T> = (Vec<T>, Array2<f64>);
+
+/// Batch normalisation, backward, with plain loops in `f64`, into `dx`, for the statistics its
+/// forward pass used (`used`) on the `channels` channels of the rows of `x`: with `x̂ = (x −
+/// μ)/σ`, `dβ = Σ dy` and `dγ = Σ dy·x̂` over the rows and positions, and `dx = γ/σ·(dy − Σdy/n −
+/// x̂·Σ(dy·x̂)/n)` after a training pass (μ and σ depend on every element of the channel),
+/// `dx = γ/σ·dy` after an evaluation pass. The same into `m_dx` for the terms `m` of `dy` (see
+/// [`Training`]). Returns the gradients of γ and β.
+fn batchnorm_backward<T: Element>(
+    (x, dy, m): (ArrayView2<'_, T>, ArrayView2<'_, T>, ArrayView2<'_, f64>),
+    p: &AffineParams<T>,
+    (mut dx, mut m_dx): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, f64>),
+    used: &Normalised,
+    channels: usize,
+) -> [NormGrad<T>; 2] {
+    let spatial = x.ncols() / channels;
+    let n = (x.nrows() * spatial) as f64;
+    let at = |c: usize, j: usize| c * spatial + j;
+    let (mut dgamma, mut dbeta) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
+    let (mut m_dgamma, mut m_dbeta) = (Array2::zeros((1, channels)), Array2::zeros((1, channels)));
+    for c in 0..channels {
+        let (mean, inv_std) = (used.mean[c], used.inv_std[c]);
+        let x_hat = |r: usize, j: usize| (Element::to_f64(x[(r, at(c, j))]) - mean) * inv_std;
+        let (mut sum_dy, mut sum_dy_x_hat) = (0.0, 0.0);
+        let (mut sum_m, mut sum_m_x_hat) = (0.0, 0.0);
+        for r in 0..x.nrows() {
+            for j in 0..spatial {
+                let d = Element::to_f64(dy[(r, at(c, j))]);
+                sum_dy += d;
+                sum_dy_x_hat += d * x_hat(r, j);
+                sum_m += m[(r, at(c, j))];
+                sum_m_x_hat += m[(r, at(c, j))] * x_hat(r, j).abs();
+            }
+        }
+        dgamma.push(T::from_f64(sum_dy_x_hat));
+        dbeta.push(T::from_f64(sum_dy));
+        m_dgamma[(0, c)] = sum_m_x_hat;
+        m_dbeta[(0, c)] = sum_m;
+        let scale = Element::to_f64(p.weight[(c, 0)]) * inv_std;
+        for r in 0..x.nrows() {
+            for j in 0..spatial {
+                let (d, m) = (Element::to_f64(dy[(r, at(c, j))]), m[(r, at(c, j))]);
+                let (value, terms) = if used.batch {
+                    let x_hat = x_hat(r, j);
+                    (
+                        scale * (d - sum_dy / n - x_hat * sum_dy_x_hat / n),
+                        scale.abs() * (m + sum_m / n + x_hat.abs() * sum_m_x_hat / n),
+                    )
+                } else {
+                    (scale * d, scale.abs() * m)
+                };
+                dx[(r, at(c, j))] = T::from_f64(value);
+                m_dx[(r, at(c, j))] = terms;
+            }
+        }
+    }
+    [(dgamma, m_dgamma), (dbeta, m_dbeta)]
+}
+
+/// Inverted dropout, forward, with plain loops: in a training pass each element of `x`, row by
+/// row, is kept where a `next_u32` of `masks` is at least `p·2³²` (truncated), then scaled by
+/// `1/(1 − p)` (rounded to the element type), and zeroed elsewhere; returns that mask. In an
+/// evaluation pass `y = x`, no mask and nothing drawn.
+fn dropout_forward<T: Element>(
+    x: ArrayView2<'_, T>,
+    mut y: ArrayViewMut2<'_, T>,
+    p: f64,
+    masks: &mut MaskRng,
+    mode: Mode,
+) -> Option<Vec<f64>> {
+    if mode == Mode::Evaluation {
+        y.assign(&x);
+        return None;
+    }
+    let threshold = (p * 4_294_967_296.0) as u64;
+    let mut mask = Vec::with_capacity(x.len());
+    for r in 0..x.nrows() {
+        for j in 0..x.ncols() {
+            let m = if u64::from(masks.next_u32()) >= threshold {
+                1.0 / (1.0 - p)
+            } else {
+                0.0
+            };
+            y[(r, j)] = x[(r, j)] * T::from_f64(m);
+            mask.push(m);
+        }
+    }
+    Some(mask)
+}
+
+/// Inverted dropout, backward, into `dx`: `dx = dy·mask` after a training pass, `dx = dy` after an
+/// evaluation pass (no mask).
+fn dropout_backward<T: Element>(
+    dy: ArrayView2<'_, T>,
+    mut dx: ArrayViewMut2<'_, T>,
+    mask: Option<&[f64]>,
+) {
+    let width = dy.ncols();
+    for r in 0..dy.nrows() {
+        for j in 0..width {
+            let m = mask.map_or(1.0, |mask| mask[r * width + j]);
+            dx[(r, j)] = dy[(r, j)] * T::from_f64(m);
+        }
     }
 }
 
