@@ -196,6 +196,7 @@ impl<N: Network> Network for OffByOnePercent<N> {
     const PARAM_NAMES: &'static [&'static str] = N::PARAM_NAMES;
     const DOT: &'static str = N::DOT;
     const TOPOLOGY: &'static str = N::TOPOLOGY;
+    const GRAPH: chainrule::graph::Graph = N::GRAPH;
     const PARAM_BYTES: usize = N::PARAM_BYTES;
     const ACTIVATION_BYTES_INFERENCE: usize = N::ACTIVATION_BYTES_INFERENCE;
     const ACTIVATION_BYTES_TRAINING: usize = N::ACTIVATION_BYTES_TRAINING;

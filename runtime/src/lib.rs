@@ -12,7 +12,7 @@
 //! - [`data`]: MNIST's IDX files (raw or gzip) into a [`Dataset`](data::Dataset), and seeded,
 //!   shuffled mini-batches.
 //! - [`checkpoint`]: parameters saved to and loaded from safetensors files; [`train`]: evaluation
-//!   helpers for training loops.
+//!   helpers for training loops; [`graph`]: a network's graph as data, for exporters.
 //!
 //! Everything here can be used by hand; the macro is what makes it pleasant and fast.
 
@@ -23,6 +23,7 @@ mod element;
 mod error;
 mod gemm;
 pub mod gradcheck;
+pub mod graph;
 pub mod init;
 pub mod kernels;
 mod network;

@@ -48,6 +48,9 @@ pub trait Network {
     /// all its arguments and its inputs. Checkpoints record it, and a file from a network of
     /// another structure does not load, even where every parameter's shape fits.
     const TOPOLOGY: &'static str;
+    /// The graph as data: every value's shape, every layer's op with all its arguments, its
+    /// inputs and its name (what exporters such as `chainrule-onnx` read).
+    const GRAPH: crate::graph::Graph;
     /// Bytes of the parameters' values (their gradients take as many again; an optimiser's
     /// state comes on top).
     const PARAM_BYTES: usize;

@@ -864,6 +864,32 @@ mod tests {
         const PARAM_NAMES: &'static [&'static str] = &["w", "b"];
         const DOT: &'static str = "digraph Fixed {}";
         const TOPOLOGY: &'static str = "fixed";
+        const GRAPH: crate::graph::Graph = crate::graph::Graph {
+            name: "Fixed",
+            values: &[&[2], &[1]],
+            inputs: &[crate::graph::GraphInput {
+                name: "input",
+                value: 0,
+            }],
+            nodes: &[crate::graph::GraphNode {
+                op: "affine",
+                name: "affine0",
+                args: &[
+                    crate::graph::GraphArg {
+                        name: "in",
+                        value: crate::graph::ArgValue::Whole(2),
+                    },
+                    crate::graph::GraphArg {
+                        name: "out",
+                        value: crate::graph::ArgValue::Whole(1),
+                    },
+                ],
+                inputs: &[0],
+                output: 1,
+                loss: false,
+            }],
+            output: 1,
+        };
         const PARAM_BYTES: usize = 24;
         const ACTIVATION_BYTES_INFERENCE: usize = 8;
         const ACTIVATION_BYTES_TRAINING: usize = 8;

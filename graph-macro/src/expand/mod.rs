@@ -11,6 +11,7 @@ mod activation;
 mod affine;
 mod concat;
 mod conv;
+mod graph;
 mod loss;
 mod merge;
 mod norm;
@@ -404,6 +405,7 @@ impl Generator<'_> {
         let training_flops = Literal::u64_unsuffixed(cost.training_flops);
         let dot = dot::render(net);
         let topology = dot::topology(net);
+        let graph = graph::graph_const(net);
         let output = self.kept_view(net.output);
         let output_grad = self.grad_view_mut(net.output);
         let names = param_names.iter().map(|(name, _)| name);
@@ -519,6 +521,7 @@ impl Generator<'_> {
                 const PARAM_NAMES: &'static [&'static str] = &[#(#names),*];
                 const DOT: &'static str = #dot;
                 const TOPOLOGY: &'static str = #topology;
+                const GRAPH: ::chainrule::graph::Graph = #graph;
                 const PARAM_BYTES: usize = #param_bytes;
                 const ACTIVATION_BYTES_INFERENCE: usize = #inference_bytes;
                 const ACTIVATION_BYTES_TRAINING: usize = #training_bytes;

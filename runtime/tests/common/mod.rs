@@ -83,6 +83,32 @@ impl<T: Element> Network for Toy<T> {
     const PARAM_NAMES: &'static [&'static str] = &["w", "b"];
     const DOT: &'static str = "digraph Toy { x -> affine -> y }";
     const TOPOLOGY: &'static str = "v0 = input(2); v1 = affine(in = 2, out = 1)(v0)";
+    const GRAPH: chainrule_runtime::graph::Graph = chainrule_runtime::graph::Graph {
+        name: "Toy",
+        values: &[&[2], &[1]],
+        inputs: &[chainrule_runtime::graph::GraphInput {
+            name: "input",
+            value: 0,
+        }],
+        nodes: &[chainrule_runtime::graph::GraphNode {
+            op: "affine",
+            name: "affine0",
+            args: &[
+                chainrule_runtime::graph::GraphArg {
+                    name: "in",
+                    value: chainrule_runtime::graph::ArgValue::Whole(2),
+                },
+                chainrule_runtime::graph::GraphArg {
+                    name: "out",
+                    value: chainrule_runtime::graph::ArgValue::Whole(1),
+                },
+            ],
+            inputs: &[0],
+            output: 1,
+            loss: false,
+        }],
+        output: 1,
+    };
     const PARAM_BYTES: usize = 3 * std::mem::size_of::<T>();
     const ACTIVATION_BYTES_INFERENCE: usize = 3 * std::mem::size_of::<T>();
     const ACTIVATION_BYTES_TRAINING: usize = 2 * std::mem::size_of::<T>();
