@@ -6,6 +6,7 @@
 //! summary. `--help` lists the options: a deeper net, other optimisers and initialisers, saving and
 //! loading checkpoints, and a plot of the run.
 
+mod nets;
 mod plot;
 
 use std::error::Error;
@@ -20,52 +21,7 @@ use chainrule::prelude::*;
 use chainrule::train::{Evaluation, evaluate};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-
-network! {
-    /// The book's two-layer net.
-    pub struct TwoLayerNet {
-        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
-    }
-}
-
-network! {
-    /// A deeper net, for He initialisation and Adam.
-    pub struct DeepNet {
-        affine(784, 256) -> relu -> affine(256, 256) -> relu -> affine(256, 256) -> relu
-            -> affine(256, 10) -> softmax_cross_entropy
-    }
-}
-
-network! {
-    /// The book's SimpleConvNet (chapter 7): 30 filters of 5×5, a 2×2 max pool, then two affine
-    /// layers. `affine(4320, 100)` reads the pool's 30×12×12 as features.
-    pub struct ConvNet {
-        input(1, 28, 28) -> conv2d(1, 30, 5) -> relu -> max_pool(2)
-            -> affine(4320, 100) -> relu -> affine(100, 10) -> softmax_cross_entropy
-    }
-}
-
-network! {
-    /// The book's SimpleConvNet with a batch normalisation after the convolution and after the
-    /// first affine layer.
-    pub struct ConvBnNet {
-        input(1, 28, 28) -> conv2d(1, 30, 5) -> batchnorm -> relu -> max_pool(2)
-            -> affine(4320, 100) -> batchnorm -> relu -> affine(100, 10) -> softmax_cross_entropy
-    }
-}
-
-network! {
-    /// The book's DeepConvNet (chapter 8): six 3×3 convolutions, a max pool after every second,
-    /// then two affine layers with dropout.
-    pub struct DeepConvNet {
-        input(1, 28, 28)
-            -> conv2d(1, 16, 3, pad = 1) -> relu -> conv2d(16, 16, 3, pad = 1) -> relu -> max_pool(2)
-            -> conv2d(16, 32, 3, pad = 1) -> relu -> conv2d(32, 32, 3, pad = 2) -> relu -> max_pool(2)
-            -> conv2d(32, 64, 3, pad = 1) -> relu -> conv2d(64, 64, 3, pad = 1) -> relu -> max_pool(2)
-            -> affine(1024, 50) -> relu -> dropout(0.5) -> affine(50, 10) -> dropout(0.5)
-            -> softmax_cross_entropy
-    }
-}
+use nets::{ConvBnNet, ConvNet, DeepConvNet, DeepNet, TwoLayerNet};
 
 /// Train a network on MNIST, or on any data set in its IDX format.
 #[derive(Parser, Debug)]
@@ -137,6 +93,10 @@ struct Args {
     /// Save the trained parameters to this file (safetensors).
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Export the trained network to this ONNX file (the scores as `output` and their softmax as
+    /// `probabilities`, for onnxruntime and other ONNX runtimes).
+    #[arg(long)]
+    export_onnx: Option<PathBuf>,
     /// Write a PNG of accuracy and loss per epoch to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -460,6 +420,14 @@ where
         net.check_finite()?;
         checkpoint::save(&net, path)?;
         println!("saved parameters to {}", path.display());
+    }
+    if let Some(path) = &args.export_onnx {
+        chainrule_onnx::save(&net, path, &chainrule_onnx::Options::with_probabilities())?;
+        println!(
+            "exported the network to {} (ONNX opset {})",
+            path.display(),
+            chainrule_onnx::OPSET
+        );
     }
     if let Some(path) = &args.plot {
         plot::draw(&history, N::NAME, path)?;
