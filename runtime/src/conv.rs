@@ -555,6 +555,17 @@ pub struct PoolArgmax {
     from: Vec<u32>,
 }
 
+/// Takes `v` (input `i`) as the window's maximum so far if it beats `best`: the first maximum in
+/// row-major order wins, and a NaN is taken as the maximum (PyTorch). Selects rather than a
+/// branch: which input of a window wins is a coin toss on real data, and a mispredicted branch
+/// per input was most of the pool's time.
+#[inline(always)]
+fn keep_max<T: Element>(best: &mut T, at: &mut usize, v: T, i: usize) {
+    let take = (v > *best) | v.is_nan();
+    *best = if take { v } else { *best };
+    *at = if take { i } else { *at };
+}
+
 /// Max pooling of one sample: each output gets its window's maximum, `from` its column.
 fn max_pool_sample<T: Element, X: Index<usize, Output = T> + ?Sized>(
     x: &X,
@@ -571,12 +582,7 @@ fn max_pool_sample<T: Element, X: Index<usize, Output = T> + ?Sized>(
             for ix in cols.clone() {
                 let i = plane + iy * g.width + ix;
                 let v = x[i];
-                // The first maximum in row-major order; a NaN is taken as the maximum (PyTorch).
-                // Selects rather than a branch: on real data which input wins is a coin toss,
-                // and a mispredicted branch per input cost W4 a third of its step.
-                let take = (v > best) | v.is_nan();
-                best = if take { v } else { best };
-                at = if take { i } else { at };
+                keep_max(&mut best, &mut at, v, i);
             }
         }
         *y = best;
@@ -641,9 +647,7 @@ fn max_pool_2x2<T: Element>(x: &[T], y: &mut [T], from: &mut [u32], g: &Pool2d) 
                     (r1[i], top + w + i),
                     (r1[i + 1], top + w + i + 1),
                 ] {
-                    let take = (v > best) | v.is_nan();
-                    best = if take { v } else { best };
-                    at = if take { j } else { at };
+                    keep_max(&mut best, &mut at, v, j);
                 }
                 let (y, from) = outs.next().expect("one output per window");
                 *y = best;
