@@ -6,21 +6,30 @@
 //! [`Pool2d`]) by value and asserts that the matrices it is given fit it.
 //!
 //! A convolution unrolls each sample into a matrix of patches (im2col, as the book's
-//! `Convolution` layer does): row `p = oy·OW + ox` holds the `C·k·k` inputs that output position
-//! `(oy, ox)` reads, in the weight's order (`c·k·k + ky·k + kx`), zeros where the window covers
-//! padding. Then the sample's output, seen as `F × OH·OW`, is `W·colsᵀ` plus the bias, with the
-//! weight seen as `F × C·k·k`; the backward passes are products with the same two matrices. The
-//! patches live in a [`ConvScratch`] the layer keeps, so after its first call a convolution
-//! allocates nothing.
+//! `Convolution` layer does, with the patches as columns): row `c·k·k + ky·k + kx` holds, for
+//! every output position `p = oy·OW + ox`, the input that position's window reads at that
+//! offset, 0 where the window covers padding. With stride 1 each output row's inputs are one run
+//! of a padded input row, so unrolling is a copy of runs. Then the sample's output, seen as
+//! `F × OH·OW`, is `W·cols` plus the bias, with the weight seen as `F × C·k·k`; the backward
+//! passes are products with the same two matrices (`Wᵀ·dy` for the patches' gradient,
+//! `cols·dyᵀ` for the weight's). The samples of a batch are shared among the
+//! [`pool`](crate::pool)'s threads, and the parameters' gradients summed over fixed pieces of the
+//! batch, so they do not depend on the number of threads. Patches and sums live in a
+//! [`ConvScratch`] the layer keeps, so after its first call a convolution allocates nothing.
 
+use std::marker::PhantomData;
 use std::ops::{Index, IndexMut, Range};
 
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, Ix1, Ix4, Zip, s};
+use ndarray::{
+    ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, Axis, Ix1, Ix2, Ix4,
+    RawArrayViewMut, Zip,
+};
 
 use crate::Param;
 use crate::element::Element;
 use crate::gemm::gemm;
 use crate::kernels::GradMode;
+use crate::pool;
 
 /// The geometry of a 2-D convolution with a square kernel, as the generated code writes it:
 /// `channels` input planes of `height × width`, `filters` output planes, a `kernel × kernel`
@@ -124,21 +133,36 @@ const fn out_size(size: usize, window: usize, stride: usize, pad: usize) -> usiz
     (size + 2 * pad - window) / stride + 1
 }
 
-/// Scratch a convolution reuses between calls. It holds one sample's patches (im2col, as the
-/// book's `Convolution` layer unrolls its input): an `OH·OW × C·k·k` matrix whose row
-/// `oy·OW + ox` holds the inputs output position `(oy, ox)` reads, in the weight's order
-/// (`c·k·k + ky·k + kx`), zeros where the window covers padding; the backward pass for the input
-/// keeps their gradient there instead, and an SGD step the weight's gradient. It grows on first
-/// use and never shrinks, so later calls allocate nothing; its size does not depend on the batch.
+/// How many pieces a batch is cut into for the parameters' gradients: each piece's samples add
+/// into sums of their own, and the pieces' sums are added in order at the end, so the gradients
+/// are the same whatever the number of threads that share the pieces.
+const PIECES: usize = 8;
+
+/// Scratch a convolution reuses between calls: for each thread that shares a batch, one sample's
+/// patches (see [`im2col`]) or their gradient, and copies of rows that are not contiguous; and
+/// the sums of the parameters' gradients over each piece of the batch. It grows on first use and
+/// never shrinks, so later calls allocate nothing; its size does not depend on the batch.
 /// `Default` gives an empty one.
 #[derive(Debug, Default)]
 pub struct ConvScratch<T> {
-    /// One sample's patches, or their gradient.
+    /// One per thread of a shared batch.
+    lanes: Vec<Lane<T>>,
+    /// The weight's gradient, transposed (`C·k·k × F`), then the bias's (`F`), for each piece.
+    sums: Vec<T>,
+}
+
+/// What one thread of a convolution works in.
+#[derive(Debug, Default)]
+struct Lane<T> {
+    /// One sample's patches (`C·k·k × OH·OW`), or their gradient.
     cols: Vec<T>,
-    /// The weight's gradient (`F × C·k·k`) when an SGD step takes its place.
-    dw: Vec<T>,
-    /// A copy of one sample's output or its gradient, when its row is not contiguous.
-    row: Vec<T>,
+    /// A copy of a sample's input row when it is not contiguous, or its output's gradient
+    /// transposed (`OH·OW × F`).
+    input: Vec<T>,
+    /// A copy of a sample's output row (or its gradient) when it is not contiguous.
+    output: Vec<T>,
+    /// A sample's planes with their padding, or the gradient of such planes.
+    padded: Vec<T>,
 }
 
 /// The first `len` elements of `buffer`, grown with zeros to that length if shorter.
@@ -149,108 +173,254 @@ fn grown<T: Element>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buffer[..len]
 }
 
-/// The offsets `lo..hi` of a window of `len` starting at `start − pad` whose positions
-/// `start + offset − pad` fall inside `0..size`.
-fn inside(start: usize, len: usize, pad: usize, size: usize) -> Range<usize> {
-    let lo = pad.saturating_sub(start).min(len);
-    let hi = (size + pad).saturating_sub(start).min(len);
-    lo..hi.max(lo)
+/// A sample's planes as [`im2col`] and [`col2im`] read and write them: each plane with `pad`
+/// zeros on every side, `plane` elements apart, its rows `row` elements apart.
+struct Planes<S> {
+    values: S,
+    row: usize,
+    plane: usize,
 }
 
-/// Unrolls one sample `x` (`C·H·W`, NCHW) into `cols` (`OH·OW × C·k·k`, row-major): row
-/// `oy·OW + ox`, column `c·k·k + ky·k + kx` holds `x[c, oy·s + ky − pad, ox·s + kx − pad]`, 0
-/// where that lies in the padding.
-fn im2col<T: Element, X: Index<usize, Output = T> + ?Sized>(x: &X, cols: &mut [T], g: &Conv2d) {
-    let (k, stride, pad) = (g.kernel, g.stride, g.pad);
-    let (h, w, ow) = (g.height, g.width, g.out_width());
-    for (p, patch) in cols.chunks_exact_mut(g.patch_len()).enumerate() {
-        let (top, left) = (p / ow * stride, p % ow * stride);
-        let (ky_in, kx_in) = (inside(top, k, pad, h), inside(left, k, pad, w));
-        for (c, plane) in patch.chunks_exact_mut(k * k).enumerate() {
-            for (ky, seg) in plane.chunks_exact_mut(k).enumerate() {
-                if !ky_in.contains(&ky) {
-                    seg.fill(T::zero());
-                    continue;
-                }
-                let row = c * h * w + (top + ky - pad) * w;
-                seg[..kx_in.start].fill(T::zero());
-                seg[kx_in.end..].fill(T::zero());
-                for kx in kx_in.clone() {
-                    seg[kx] = x[row + left + kx - pad];
+impl Conv2d {
+    /// The side lengths of a padded plane: `(H + 2·pad, W + 2·pad)`.
+    const fn padded(&self) -> (usize, usize) {
+        (self.height + 2 * self.pad, self.width + 2 * self.pad)
+    }
+}
+
+/// The sample `x` as padded [`Planes`]: `x` itself without padding, else a copy in `spare`.
+fn pad_planes<'a, T: Element>(x: &'a [T], spare: &'a mut Vec<T>, g: &Conv2d) -> Planes<&'a [T]> {
+    let (h, w, pad) = (g.height, g.width, g.pad);
+    if pad == 0 {
+        return Planes {
+            values: x,
+            row: w,
+            plane: h * w,
+        };
+    }
+    let (ph, pw) = g.padded();
+    let out = grown(spare, g.channels * ph * pw);
+    for (planes, x) in out.chunks_exact_mut(ph * pw).zip(x.chunks_exact(h * w)) {
+        let (top, rest) = planes.split_at_mut(pad * pw);
+        let (middle, bottom) = rest.split_at_mut(h * pw);
+        top.fill(T::zero());
+        bottom.fill(T::zero());
+        for (row, x) in middle.chunks_exact_mut(pw).zip(x.chunks_exact(w)) {
+            row[..pad].fill(T::zero());
+            row[pad + w..].fill(T::zero());
+            copy(&mut row[pad..pad + w], x);
+        }
+    }
+    Planes {
+        values: out,
+        row: pw,
+        plane: ph * pw,
+    }
+}
+
+/// `to = from`, in blocks of 8 so that short rows are copied by a few vector moves rather than
+/// a call to `memcpy`.
+#[inline(always)]
+fn copy<T: Element>(to: &mut [T], from: &[T]) {
+    let mut blocks = to.chunks_exact_mut(8);
+    let mut sources = from.chunks_exact(8);
+    for (to, from) in (&mut blocks).zip(&mut sources) {
+        to.copy_from_slice(from);
+    }
+    for (to, &from) in blocks.into_remainder().iter_mut().zip(sources.remainder()) {
+        *to = from;
+    }
+}
+
+/// `to += from` element by element.
+#[inline(always)]
+fn add<T: Element>(to: &mut [T], from: &[T]) {
+    for (to, &from) in to.iter_mut().zip(from) {
+        *to += from;
+    }
+}
+
+/// Calls `f(patch_row, input)` for every row of a sample's patches and every output row `oy`:
+/// `patch_row` is the `OW` outputs' offset in the patches (`(c·k·k + ky·k + kx)·OH·OW + oy·OW`),
+/// `input` the offset in the padded planes where that window row starts
+/// (`c·plane + (oy·s + ky)·row + kx`), the outputs reading every `s`-th element from it.
+fn for_each_patch_row(g: &Conv2d, row: usize, plane: usize, mut f: impl FnMut(usize, usize)) {
+    let (k, s, oh, ow) = (g.kernel, g.stride, g.out_height(), g.out_width());
+    let mut out = 0;
+    for c in 0..g.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                for oy in 0..oh {
+                    f(out, c * plane + (oy * s + ky) * row + kx);
+                    out += ow;
                 }
             }
         }
     }
+}
+
+/// Unrolls one sample `x` (`C·H·W`, NCHW) into its patches `cols` (`C·k·k × OH·OW`,
+/// row-major): row `c·k·k + ky·k + kx`, column `oy·OW + ox` holds
+/// `x[c, oy·s + ky − pad, ox·s + kx − pad]`, 0 where that lies in the padding (im2col, with the
+/// patches as columns). The padding is a copy of the sample with zeros around each plane in
+/// `spare`, so that each output row reads one run of a padded row.
+fn im2col<T: Element>(x: &[T], cols: &mut [T], spare: &mut Vec<T>, g: &Conv2d) {
+    let (s, ow) = (g.stride, g.out_width());
+    let x = pad_planes(x, spare, g);
+    for_each_patch_row(g, x.row, x.plane, |out, input| {
+        let (to, from) = (&mut cols[out..out + ow], &x.values[input..]);
+        if s == 1 {
+            copy(to, &from[..ow]);
+        } else {
+            for (to, &from) in to.iter_mut().zip(from.iter().step_by(s)) {
+                *to = from;
+            }
+        }
+    });
 }
 
 /// The adjoint of [`im2col`]: adds each element of `cols` to the input it was copied from
 /// (elements from the padding are dropped), so that inputs read by several windows collect every
-/// window's gradient.
-fn col2im<T: Element, D: IndexMut<usize, Output = T> + ?Sized>(cols: &[T], dx: &mut D, g: &Conv2d) {
-    let (k, stride, pad) = (g.kernel, g.stride, g.pad);
-    let (h, w, ow) = (g.height, g.width, g.out_width());
-    for (p, patch) in cols.chunks_exact(g.patch_len()).enumerate() {
-        let (top, left) = (p / ow * stride, p % ow * stride);
-        let (ky_in, kx_in) = (inside(top, k, pad, h), inside(left, k, pad, w));
-        for (c, plane) in patch.chunks_exact(k * k).enumerate() {
-            for ky in ky_in.clone() {
-                let seg = &plane[ky * k..][..k];
-                let row = c * h * w + (top + ky - pad) * w;
-                for kx in kx_in.clone() {
-                    dx[row + left + kx - pad] += seg[kx];
-                }
+/// window's gradient; `dx` is overwritten (`add == false`) or added to. With padding the sums
+/// collect in padded planes in `spare` first.
+fn col2im<T: Element>(cols: &[T], dx: &mut [T], add_to: bool, spare: &mut Vec<T>, g: &Conv2d) {
+    let (h, w, pad) = (g.height, g.width, g.pad);
+    if pad == 0 {
+        if !add_to {
+            dx.fill(T::zero());
+        }
+        return scatter(cols, dx, g);
+    }
+    let (ph, pw) = g.padded();
+    let sums = grown(spare, g.channels * ph * pw);
+    sums.fill(T::zero());
+    scatter(cols, sums, g);
+    for (planes, dx) in sums.chunks_exact(ph * pw).zip(dx.chunks_exact_mut(h * w)) {
+        let rows = planes[pad * pw..].chunks_exact(pw);
+        for (row, dx) in rows.zip(dx.chunks_exact_mut(w)) {
+            let row = &row[pad..pad + w];
+            if add_to {
+                add(dx, row);
+            } else {
+                copy(dx, row);
             }
         }
     }
 }
 
-/// A sample's row seen as a `rows × cols` matrix: the row itself when it is contiguous, else a
-/// copy in `spare`.
-fn matrix<'a, T: Element>(
-    row: ArrayView1<'a, T>,
-    shape: (usize, usize),
-    spare: &'a mut Vec<T>,
-) -> ArrayView2<'a, T> {
-    let values = match row.to_slice() {
+/// Adds each element of `cols` to the element of the padded planes `sums` it was copied from.
+fn scatter<T: Element>(cols: &[T], sums: &mut [T], g: &Conv2d) {
+    let (s, ow) = (g.stride, g.out_width());
+    let (ph, pw) = g.padded();
+    for_each_patch_row(g, pw, ph * pw, |out, input| {
+        let (from, to) = (&cols[out..out + ow], &mut sums[input..]);
+        if s == 1 {
+            add(&mut to[..ow], from);
+        } else {
+            for (to, &from) in to.iter_mut().step_by(s).zip(from) {
+                *to += from;
+            }
+        }
+    });
+}
+
+/// A sample's row as a slice: the row itself when it is contiguous, else a copy in `spare`.
+fn contiguous<'a, T: Element>(row: ArrayView1<'a, T>, spare: &'a mut Vec<T>) -> &'a [T] {
+    match row.to_slice() {
         Some(values) => values,
         None => {
             let copy = grown(spare, row.len());
             Zip::from(&mut *copy).and(&row).for_each(|c, &r| *c = r);
             copy
         }
-    };
-    ArrayView2::from_shape(shape, values).expect("a row holds rows × cols values")
+    }
 }
 
-/// Runs `f` on a sample's row seen as a `rows × cols` matrix: the row itself when it is
-/// contiguous, else a copy in `spare` that is written back afterwards.
-fn with_matrix_mut<T: Element>(
-    mut row: ArrayViewMut1<T>,
+/// A sample's row seen as a `rows × cols` matrix (see [`contiguous`]).
+fn matrix<'a, T: Element>(
+    row: ArrayView1<'a, T>,
     shape: (usize, usize),
+    spare: &'a mut Vec<T>,
+) -> ArrayView2<'a, T> {
+    ArrayView2::from_shape(shape, contiguous(row, spare)).expect("a row holds rows × cols values")
+}
+
+/// Runs `f` on a sample's row as a slice: the row itself when it is contiguous, else a copy in
+/// `spare` (holding the row's values when `read` is set) that is written back afterwards.
+fn with_slice_mut<T: Element>(
+    mut row: ArrayViewMut1<T>,
     spare: &mut Vec<T>,
-    f: impl FnOnce(ArrayViewMut2<T>),
+    read: bool,
+    f: impl FnOnce(&mut [T]),
 ) {
     if let Some(values) = row.as_slice_mut() {
-        return f(ArrayViewMut2::from_shape(shape, values).expect("a row holds rows × cols values"));
+        return f(values);
     }
     let copy = grown(spare, row.len());
-    Zip::from(&mut *copy).and(&row).for_each(|c, &r| *c = r);
-    f(ArrayViewMut2::from_shape(shape, &mut *copy).expect("a row holds rows × cols values"));
-    Zip::from(&mut row).and(&*copy).for_each(|r, &c| *r = c);
-}
-
-/// [`im2col`] of one sample row, read as a slice when it is contiguous.
-fn unroll<T: Element>(x: ArrayView1<T>, cols: &mut [T], g: &Conv2d) {
-    match x.as_slice() {
-        Some(x) => im2col(x, cols, g),
-        None => im2col(&x, cols, g),
+    if read {
+        Zip::from(&mut *copy).and(&row).for_each(|c, &r| *c = r);
     }
+    f(copy);
+    Zip::from(&mut row).and(&*copy).for_each(|r, &c| *r = c);
 }
 
 /// The weight (`F × C × k × k`, row-major) as the `F × C·k·k` matrix the products use.
 fn weight_matrix<'a, T>(w: ArrayView4<'a, T>, g: &Conv2d) -> ArrayView2<'a, T> {
     w.into_shape_with_order((g.filters, g.patch_len()))
         .expect("conv2d: the weight is row-major")
+}
+
+/// A matrix whose rows the threads sharing a batch write, each thread the rows of its own
+/// samples.
+struct SharedRows<'a, T>(RawArrayViewMut<T, Ix2>, PhantomData<&'a mut T>);
+
+// SAFETY: the threads write disjoint rows (the contract of `row`), and `T` may be sent.
+unsafe impl<T: Send> Sync for SharedRows<'_, T> {}
+
+impl<'a, T> SharedRows<'a, T> {
+    fn of(matrix: &'a mut ArrayViewMut2<'_, T>) -> Self {
+        SharedRows(matrix.raw_view_mut(), PhantomData)
+    }
+
+    /// Row `i`.
+    ///
+    /// # Safety
+    /// No other view of row `i` may be alive while this one is.
+    unsafe fn row(&self, i: usize) -> ArrayViewMut1<'a, T> {
+        // SAFETY: `i` is checked by `index_axis_move`; the matrix is borrowed for `'a`, and the
+        // caller vouches that this row is not viewed twice.
+        unsafe { self.0.index_axis_move(Axis(0), i).deref_into_view_mut() }
+    }
+}
+
+/// What [`over_pieces`] runs for each piece: `f(piece, samples, lane)`.
+type PieceJob<'a, T> = dyn Fn(usize, Range<usize>, &mut Lane<T>) + Sync + 'a;
+
+/// Runs `f(piece, samples, lane)` for each of the `pieces` (at most `n`, at least 1) runs of
+/// consecutive samples a batch of `n` is cut into (piece `j` holds samples
+/// `n·j/pieces .. n·(j+1)/pieces`), sharing the pieces among the pool's threads, each thread
+/// with its own lane of `lanes`. Returns how many pieces there were.
+fn over_pieces<T: Element>(
+    n: usize,
+    pieces: usize,
+    lanes: &mut Vec<Lane<T>>,
+    f: &PieceJob<'_, T>,
+) -> usize {
+    let pieces = pieces.min(n).max(1);
+    let parts = pool::threads().min(pieces);
+    if lanes.len() < parts {
+        lanes.resize_with(parts, Lane::default);
+    }
+    let lanes = lanes.as_mut_ptr() as usize;
+    pool::run(parts, &|part, parts| {
+        // SAFETY: each part takes its own lane (`part` < `parts` ≤ the lanes there are), and the
+        // lanes stay borrowed until `run` returns.
+        let lane = unsafe { &mut *(lanes as *mut Lane<T>).add(part) };
+        for piece in (part..pieces).step_by(parts) {
+            f(piece, n * piece / pieces..n * (piece + 1) / pieces, lane);
+        }
+    });
+    pieces
 }
 
 /// `z = conv(x, W) + b` sample by sample, and `y = max(z, 0)` as well when `relu` is given.
@@ -266,25 +436,42 @@ fn forward<T: Element>(
     g.check_batch(x.dim(), z.dim(), ("x", "y"));
     g.check_params(w.shape(), b.len());
     let w = weight_matrix(w, &g);
-    let shape = (g.filters, g.positions());
-    let cols = grown(&mut scratch.cols, g.positions() * g.patch_len());
-    for (i, (xs, zs)) in x.rows().into_iter().zip(z.rows_mut()).enumerate() {
-        unroll(xs, cols, &g);
-        let cols = ArrayView2::from_shape((g.positions(), g.patch_len()), &*cols)
-            .expect("the scratch holds one sample's patches");
-        with_matrix_mut(zs, shape, &mut scratch.row, |mut zs| {
-            for (mut plane, &bias) in zs.rows_mut().into_iter().zip(&b) {
-                plane.fill(bias);
+    let dims = (g.patch_len(), g.positions());
+    let (zs, ys) = (SharedRows::of(&mut z), relu.as_mut().map(SharedRows::of));
+    over_pieces(
+        x.nrows(),
+        x.nrows(),
+        &mut scratch.lanes,
+        &|_, samples, lane| {
+            let cols = grown(&mut lane.cols, dims.0 * dims.1);
+            for i in samples {
+                im2col(
+                    contiguous(x.row(i), &mut lane.input),
+                    cols,
+                    &mut lane.padded,
+                    &g,
+                );
+                let cols = ArrayView2::from_shape(dims, &*cols).expect("one sample's patches");
+                // SAFETY: sample `i` is this piece's alone.
+                let z = unsafe { zs.row(i) };
+                with_slice_mut(z, &mut lane.output, false, |z| {
+                    let mut z = ArrayViewMut2::from_shape((g.filters, dims.1), z)
+                        .expect("a row holds F × OH·OW values");
+                    for (mut plane, &bias) in z.rows_mut().into_iter().zip(&b) {
+                        plane.fill(bias);
+                    }
+                    gemm(&w, &cols, &mut z, true);
+                    if let Some(ys) = &ys {
+                        // SAFETY: as for `z`.
+                        let y = unsafe { ys.row(i) };
+                        Zip::from(y)
+                            .and(z.into_shape_with_order(g.output_len()).unwrap())
+                            .for_each(|y, &mut z| *y = if z <= T::zero() { T::zero() } else { z });
+                    }
+                });
             }
-            gemm(&w, &cols.t(), &mut zs, true);
-            if let Some(y) = relu.as_mut() {
-                // `zs` comes from a slice: its elements in order are the sample's row.
-                Zip::from(y.row_mut(i))
-                    .and(zs.into_shape_with_order(g.output_len()).unwrap())
-                    .for_each(|y, &mut z| *y = if z <= T::zero() { T::zero() } else { z });
-            }
-        });
-    }
+        },
+    );
 }
 
 /// Convolution forward (PyTorch's `Conv2d`: cross-correlation with zero padding):
@@ -330,8 +517,9 @@ pub fn conv2d_relu_forward<T: Element>(
 /// reads `(iy, ix)` at offset `(ky, kx)`.
 ///
 /// `dy` is `n × F·OH·OW`, `dx` `n × C·H·W` (NCHW), `W` as in [`conv2d_forward`]. Per sample the
-/// patches' gradient `dcols = dyᵢᵀ·W` (`OH·OW × C·k·k`, in `scratch`) is added back to the inputs
-/// it came from (col2im); `mode` says whether `dx` is overwritten or added to.
+/// patches' gradient `dcols = Wᵀ·dyᵢ` (`C·k·k × OH·OW`, in `scratch`) is added back to the
+/// inputs it came from (col2im); `mode` says whether `dx` is overwritten or added to. The
+/// samples are shared among the [`pool`](crate::pool)'s threads.
 pub fn conv2d_backward_input<T: Element>(
     w: ArrayView4<T>,
     dy: ArrayView2<T>,
@@ -347,56 +535,103 @@ pub fn conv2d_backward_input<T: Element>(
         "conv2d: the weight is filters × channels × kernel × kernel for {g:?}"
     );
     let w = weight_matrix(w, &g);
-    let dims = (g.positions(), g.patch_len());
-    let dcols = grown(&mut scratch.cols, dims.0 * dims.1);
-    for (dys, mut dxs) in dy.rows().into_iter().zip(dx.rows_mut()) {
-        let dys = matrix(dys, (g.filters, g.positions()), &mut scratch.row);
-        let mut dc = ArrayViewMut2::from_shape(dims, &mut *dcols)
-            .expect("the scratch holds one sample's patches");
-        gemm(&dys.t(), &w, &mut dc, false);
-        if mode == GradMode::Set {
-            dxs.fill(T::zero());
-        }
-        match dxs.as_slice_mut() {
-            Some(dxs) => col2im(dcols, dxs, &g),
-            None => col2im(dcols, &mut dxs, &g),
-        }
-    }
+    let dims = (g.patch_len(), g.positions());
+    let dxs = SharedRows::of(&mut dx);
+    over_pieces(
+        dy.nrows(),
+        dy.nrows(),
+        &mut scratch.lanes,
+        &|_, samples, lane| {
+            let dcols = grown(&mut lane.cols, dims.0 * dims.1);
+            for i in samples {
+                let dys = matrix(dy.row(i), (g.filters, dims.1), &mut lane.input);
+                let mut dc =
+                    ArrayViewMut2::from_shape(dims, &mut *dcols).expect("one sample's patches");
+                gemm(&w.t(), &dys, &mut dc, false);
+                // SAFETY: sample `i` is this piece's alone.
+                let dx = unsafe { dxs.row(i) };
+                let add_to = mode == GradMode::Add;
+                with_slice_mut(dx, &mut lane.output, add_to, |dx| {
+                    col2im(dcols, dx, add_to, &mut lane.padded, &g);
+                });
+            }
+        },
+    );
 }
 
-/// `dW = Σᵢ dyᵢ·colsᵢ` (`F × C·k·k`, the weight's gradient as a matrix), the patches of each
-/// sample unrolled again into `cols`: the first sample's product sets `dW`, the others add to it.
-fn weight_gradient<T: Element>(
+/// The parameters' gradients `dW` (`F × C·k·k`) and `db`, handed to `store(dW, db)`:
+/// `dWᵀ = Σᵢ colsᵢ·dyᵢᵀ` with each sample's patches unrolled again, and `db[f]` the sum of
+/// `dy`'s plane `f` over the batch. The batch's [`PIECES`] are shared among the pool's threads,
+/// each summing its samples; the pieces' sums are then added in order.
+fn param_gradients<T: Element>(
     x: ArrayView2<T>,
     dy: ArrayView2<T>,
-    mut dw: ArrayViewMut2<T>,
-    cols: &mut [T],
-    spare: &mut Vec<T>,
+    scratch: &mut ConvScratch<T>,
     g: &Conv2d,
+    store: impl FnOnce(ArrayView2<T>, &[T]),
 ) {
-    if x.nrows() == 0 {
-        dw.fill(T::zero());
+    let (f, patch, positions) = (g.filters, g.patch_len(), g.positions());
+    let each = patch * f + f;
+    let sums = grown(&mut scratch.sums, PIECES * each);
+    let shared = sums.as_mut_ptr() as usize;
+    let pieces = over_pieces(
+        x.nrows(),
+        PIECES,
+        &mut scratch.lanes,
+        &|piece, samples, lane| {
+            // SAFETY: each piece writes its own `each` elements of `sums`, borrowed until
+            // `over_pieces` returns.
+            let sum = unsafe {
+                std::slice::from_raw_parts_mut((shared as *mut T).add(piece * each), each)
+            };
+            let (dwt, db) = sum.split_at_mut(patch * f);
+            let mut dwt = ArrayViewMut2::from_shape((patch, f), dwt).expect("the piece's dWᵀ");
+            if samples.is_empty() {
+                dwt.fill(T::zero());
+            }
+            db.fill(T::zero());
+            let cols = grown(&mut lane.cols, patch * positions);
+            for (t, i) in samples.enumerate() {
+                im2col(
+                    contiguous(x.row(i), &mut lane.output),
+                    cols,
+                    &mut lane.padded,
+                    g,
+                );
+                let cols = ArrayView2::from_shape((patch, positions), &*cols)
+                    .expect("one sample's patches");
+                // dyᵢᵀ (`OH·OW × F`), so that the product reads both operands row by row; the
+                // bias's gradient on the way.
+                let dys = contiguous(dy.row(i), &mut lane.output);
+                let dyt = grown(&mut lane.input, positions * f);
+                for (filter, (plane, db)) in
+                    dys.chunks_exact(positions).zip(db.iter_mut()).enumerate()
+                {
+                    let mut sum = T::zero();
+                    for (p, &d) in plane.iter().enumerate() {
+                        dyt[p * f + filter] = d;
+                        sum += d;
+                    }
+                    *db += sum;
+                }
+                let dyt = ArrayView2::from_shape((positions, f), &*dyt).expect("dyᵢᵀ");
+                gemm(&cols, &dyt, &mut dwt, t > 0);
+            }
+        },
+    );
+    let (first, rest) = sums.split_at_mut(each);
+    for other in rest[..(pieces - 1) * each].chunks_exact(each) {
+        for (s, &o) in first.iter_mut().zip(other) {
+            *s += o;
+        }
     }
-    for (i, (xs, dys)) in x.rows().into_iter().zip(dy.rows()).enumerate() {
-        unroll(xs, cols, g);
-        let cols = ArrayView2::from_shape((g.positions(), g.patch_len()), &*cols)
-            .expect("the scratch holds one sample's patches");
-        let dys = matrix(dys, (g.filters, g.positions()), spare);
-        gemm(&dys, &cols, &mut dw, i > 0);
-    }
-}
-
-/// Calls `store(out[f], db[f])` for every filter `f`, where `db[f] = Σ_{i, oy, ox} dy[i, f, oy, ox]`.
-fn bias_gradient<T: Element>(
-    dy: ArrayView2<T>,
-    out: ArrayViewMut1<T>,
-    g: &Conv2d,
-    store: impl Fn(&mut T, T),
-) {
-    let p = g.positions();
-    for (f, out) in out.into_iter().enumerate() {
-        store(out, dy.slice(s![.., f * p..(f + 1) * p]).sum());
-    }
+    let (dwt, db) = first.split_at(patch * f);
+    store(
+        ArrayView2::from_shape((patch, f), dwt)
+            .expect("dWᵀ")
+            .reversed_axes(),
+        db,
+    );
 }
 
 /// The parameters' side of a convolution's backward pass: their gradients
@@ -407,9 +642,9 @@ fn bias_gradient<T: Element>(
 /// [`Sgd`](crate::optim::Sgd)), leaving the gradients as they were.
 ///
 /// `x` is the forward pass's input (`n × C·H·W`), `dy` the output's gradient (`n × F·OH·OW`).
-/// Each sample's patches are unrolled again into `scratch` and `dW = Σᵢ dyᵢ·colsᵢ` accumulated
-/// (in `scratch` too when a step follows). The input's gradient needs the weight the forward pass
-/// used: call [`conv2d_backward_input`] first.
+/// Each sample's patches are unrolled again into `scratch`; the batch is summed in pieces shared
+/// among the [`pool`](crate::pool)'s threads, with the same result for any number of them. The
+/// input's gradient needs the weight the forward pass used: call [`conv2d_backward_input`] first.
 pub fn conv2d_param_grads_or_step<T: Element>(
     x: ArrayView2<T>,
     dy: ArrayView2<T>,
@@ -422,29 +657,23 @@ pub fn conv2d_param_grads_or_step<T: Element>(
     g.check_batch(x.dim(), dy.dim(), ("x", "dy"));
     g.check_params(weight.shape(), bias.shape()[0]);
     let dims = (g.filters, g.patch_len());
-    let cols = grown(&mut scratch.cols, g.positions() * g.patch_len());
-    match sgd {
+    param_gradients(x, dy, scratch, &g, |dw, db| match sgd {
         None => {
-            let dw = weight
-                .grad_mut()
-                .into_shape_with_order(dims)
-                .expect("parameters are row-major");
-            weight_gradient(x, dy, dw, cols, &mut scratch.row, &g);
-            bias_gradient(dy, bias.grad_mut(), &g, |d, sum| *d = sum);
+            let grad = weight.grad_mut().into_shape_with_order(dims);
+            grad.expect("parameters are row-major").assign(&dw);
+            bias.grad_mut().assign(&ArrayView1::from(db));
         }
         Some((lr, decay)) => {
-            let dw = grown(&mut scratch.dw, dims.0 * dims.1);
-            let dw_view = ArrayViewMut2::from_shape(dims, &mut *dw)
-                .expect("the scratch holds the weight's gradient");
-            weight_gradient(x, dy, dw_view, cols, &mut scratch.row, &g);
             let keep = T::one() - lr * decay;
-            let w = weight.value_mut();
-            Zip::from(w.into_shape_with_order(dims.0 * dims.1).unwrap())
-                .and(&*dw)
+            let w = weight.value_mut().into_shape_with_order(dims);
+            Zip::from(w.expect("parameters are row-major"))
+                .and(&dw)
                 .for_each(|w, &d| *w = keep * *w - lr * d);
-            bias_gradient(dy, bias.value_mut(), &g, |b, sum| *b -= lr * sum);
+            Zip::from(bias.value_mut())
+                .and(db)
+                .for_each(|b, &d| *b -= lr * d);
         }
-    }
+    });
 }
 
 /// The geometry of a 2-D pooling (square window) over `channels` planes of `height × width`: a
@@ -630,16 +859,46 @@ pub fn max_pool_forward<T: Element>(
 }
 
 /// [`max_pool_sample`] for the common window (2×2, stride 2, no padding) on contiguous rows: the
-/// four inputs of each window read directly, with the same choice among them.
+/// four inputs of each window read directly, with the same choice among them; in `f32` with
+/// AVX-512, up to sixteen neighbouring windows at a time.
 fn max_pool_2x2<T: Element>(x: &[T], y: &mut [T], from: &mut [u32], g: &Pool2d) {
     let (h, w) = (g.height, g.width);
     let (oh, ow) = (g.out_height(), g.out_width());
-    let mut outs = y.iter_mut().zip(from.iter_mut());
+    #[cfg(target_arch = "x86_64")]
+    let vectors = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && crate::gemm::avx512_kernels();
+    #[cfg(not(target_arch = "x86_64"))]
+    let vectors = false;
     for c in 0..g.channels {
         for oy in 0..oh {
             let top = c * h * w + 2 * oy * w;
             let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
-            for ox in 0..ow {
+            let out = (c * oh + oy) * ow;
+            let (y, from) = (&mut y[out..out + ow], &mut from[out..out + ow]);
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if vectors {
+                while done < ow {
+                    let (i, n) = (2 * done, (ow - done).min(16));
+                    // SAFETY: `T` is `f32` (checked above), the processor has AVX-512F, and
+                    // the rows hold the inputs of these `n` windows.
+                    unsafe {
+                        up_to_sixteen_windows(
+                            (
+                                r0[i..i + 2 * n].as_ptr().cast(),
+                                r1[i..i + 2 * n].as_ptr().cast(),
+                            ),
+                            n,
+                            (top + i) as u32,
+                            w as u32,
+                            y[done..done + n].as_mut_ptr().cast(),
+                            from[done..done + n].as_mut_ptr(),
+                        );
+                    }
+                    done += n;
+                }
+            }
+            for ox in done..ow {
                 let i = 2 * ox;
                 let (mut best, mut at) = (r0[i], top + i);
                 for (v, j) in [
@@ -649,11 +908,65 @@ fn max_pool_2x2<T: Element>(x: &[T], y: &mut [T], from: &mut [u32], g: &Pool2d) 
                 ] {
                     keep_max(&mut best, &mut at, v, j);
                 }
-                let (y, from) = outs.next().expect("one output per window");
-                *y = best;
-                *from = at as u32;
+                y[ox] = best;
+                from[ox] = at as u32;
             }
         }
+    }
+}
+
+/// `n` (1 to 16) neighbouring 2×2 windows of [`max_pool_2x2`]: their `2·n` upper and lower
+/// inputs at `rows`, the first upper one at column `first` of the sample (its rows `width`
+/// apart); their maxima go to `y`, the columns they came from to `from`, chosen as [`keep_max`]
+/// does.
+///
+/// # Safety
+/// The processor must support AVX-512F; `rows` must point to `2·n` readable values each, `y`
+/// and `from` to `n` writable ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn up_to_sixteen_windows(
+    rows: (*const f32, *const f32),
+    n: usize,
+    first: u32,
+    width: u32,
+    y: *mut f32,
+    from: *mut u32,
+) {
+    use crate::gemm::first_lanes;
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let (low, high) = (first_lanes(2 * n), first_lanes((2 * n).saturating_sub(16)));
+    // SAFETY: the caller vouches for `2·n` values at each row; the masks read no more.
+    let (u0, u1, l0, l1) = unsafe {
+        (
+            _mm512_maskz_loadu_ps(low, rows.0),
+            _mm512_maskz_loadu_ps(high, rows.0.wrapping_add(16)),
+            _mm512_maskz_loadu_ps(low, rows.1),
+            _mm512_maskz_loadu_ps(high, rows.1.wrapping_add(16)),
+        )
+    };
+    let columns = _mm512_add_epi32(_mm512_set1_epi32(first as i32), even);
+    let mut best = _mm512_permutex2var_ps(u0, even, u1);
+    let mut at = columns;
+    // The other three inputs of each window in row-major order, and how far on they are.
+    for (v, offset) in [
+        (_mm512_permutex2var_ps(u0, odd, u1), 1),
+        (_mm512_permutex2var_ps(l0, even, l1), width),
+        (_mm512_permutex2var_ps(l0, odd, l1), width + 1),
+    ] {
+        let take =
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        best = _mm512_mask_blend_ps(take, best, v);
+        let there = _mm512_add_epi32(columns, _mm512_set1_epi32(offset as i32));
+        at = _mm512_mask_blend_epi32(take, at, there);
+    }
+    let out = first_lanes(n);
+    // SAFETY: the caller vouches for `n` writable values at each; the mask writes no more.
+    unsafe {
+        _mm512_mask_storeu_ps(y, out, best);
+        _mm512_mask_storeu_epi32(from.cast(), out, at);
     }
 }
 
@@ -802,7 +1115,9 @@ pub fn flatten_backward<T: Element>(
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{Array, Array1, Array2, Array4, ArrayView, Dimension, ShapeBuilder, arr1, arr2};
+    use ndarray::{
+        Array, Array1, Array2, Array4, ArrayView, Dimension, ShapeBuilder, arr1, arr2, s,
+    };
     use rand::rngs::Xoshiro256PlusPlus;
     use rand::{RngExt, SeedableRng};
 
@@ -1290,10 +1605,17 @@ mod tests {
 
     #[test]
     fn the_two_by_two_path_chooses_as_the_general_one() {
-        // Ties, NaNs and −∞ among random values, on planes whose odd edge is dropped.
+        two_by_two_against_the_general_path::<f64>();
+        // In `f32` with AVX-512, windows go sixteen at a time: rows of 1 to 2 full vectors and
+        // a part.
+        two_by_two_against_the_general_path::<f32>();
+    }
+
+    /// Ties, NaNs and −∞ among random values, on planes whose odd edge is dropped.
+    fn two_by_two_against_the_general_path<T: Element>() {
         let mut rng = rng(23);
         let values = [0.5, 0.5, f64::NAN, f64::NEG_INFINITY, -0.25];
-        for (c, h, w) in [(1, 2, 2), (3, 5, 7), (2, 8, 6)] {
+        for (c, h, w) in [(1, 2, 2), (3, 5, 7), (2, 8, 6), (2, 4, 33), (1, 3, 70)] {
             let g = Pool2d {
                 channels: c,
                 height: h,
@@ -1303,11 +1625,11 @@ mod tests {
                 pad: 0,
             };
             let x = Array2::from_shape_simple_fn((4, c * h * w), || {
-                if rng.random_range(0..3) == 0 {
+                T::from_f64(if rng.random_range(0..3) == 0 {
                     values[rng.random_range(0..values.len())]
                 } else {
                     rng.random_range(-1.0..1.0)
-                }
+                })
             });
             let mut fast = Array2::zeros((4, g.output_len()));
             let mut argmax = PoolArgmax::default();
@@ -1523,16 +1845,23 @@ mod tests {
             max_pool_forward(x.view(), pooled.view_mut(), argmax, pg);
         };
         let buffers = |scratch: &ConvScratch<f64>, argmax: &PoolArgmax| {
-            [
-                (scratch.cols.as_ptr() as usize, scratch.cols.capacity()),
-                (scratch.dw.as_ptr() as usize, scratch.dw.capacity()),
+            let mut buffers = vec![
+                (scratch.lanes.as_ptr() as usize, scratch.lanes.capacity()),
+                (scratch.sums.as_ptr() as usize, scratch.sums.capacity()),
                 (argmax.from.as_ptr() as usize, argmax.from.capacity()),
-            ]
+            ];
+            for lane in &scratch.lanes {
+                for buffer in [&lane.cols, &lane.input, &lane.output, &lane.padded] {
+                    buffers.push((buffer.as_ptr() as usize, buffer.capacity()));
+                }
+            }
+            buffers
         };
         step(&mut scratch, &mut argmax);
         let first = buffers(&scratch, &argmax);
-        assert_eq!(scratch.cols.len(), g.positions() * g.patch_len());
-        assert_eq!(scratch.dw.len(), 4 * g.patch_len());
+        assert!(!scratch.lanes.is_empty());
+        assert_eq!(scratch.lanes[0].cols.len(), g.positions() * g.patch_len());
+        assert_eq!(scratch.sums.len(), PIECES * (4 * g.patch_len() + 4));
         assert_eq!(argmax.from.len(), 3 * pg.output_len());
         step(&mut scratch, &mut argmax);
         assert_eq!(buffers(&scratch, &argmax), first);

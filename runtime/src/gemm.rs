@@ -36,7 +36,7 @@ pub(crate) use one_row::ColumnCopy;
 
 /// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
 #[cfg(target_arch = "x86_64")]
-fn first_lanes(lanes: usize) -> std::arch::x86_64::__mmask16 {
+pub(crate) fn first_lanes(lanes: usize) -> std::arch::x86_64::__mmask16 {
     ((1u32 << lanes.min(16)) - 1) as u16
 }
 

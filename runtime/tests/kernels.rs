@@ -1042,3 +1042,83 @@ fn relu_keeps_nan_on_every_path() {
         }
     }
 }
+
+#[test]
+fn convolutions_give_the_same_bits_on_one_and_two_threads() {
+    use chainrule_runtime::kernels::{
+        Conv2d, ConvScratch, GradMode, conv2d_backward_input, conv2d_param_grads_or_step,
+        conv2d_relu_forward,
+    };
+    use chainrule_runtime::{Param, pool::set_threads};
+    // Thirteen samples: pieces of unequal size, more of them than threads. Stride 1 with the
+    // padding that keeps the size, stride 2 with none.
+    for g in [
+        Conv2d {
+            channels: 3,
+            height: 9,
+            width: 8,
+            filters: 5,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Conv2d {
+            channels: 2,
+            height: 11,
+            width: 10,
+            filters: 4,
+            kernel: 3,
+            stride: 2,
+            pad: 0,
+        },
+    ] {
+        let n = 13;
+        let x = filled(n, g.input_len(), 9);
+        let dy = filled(n, g.output_len(), 10);
+        let w = filled(g.filters, g.channels * 9, 11)
+            .into_shape_with_order((g.filters, g.channels, 3, 3))
+            .unwrap();
+        let b = Array1::from_shape_fn(g.filters, |f| f as f32 * 0.1 - 0.2);
+        let run = |threads: usize| {
+            set_threads(threads);
+            let mut scratch = ConvScratch::default();
+            let mut z = Array2::zeros((n, g.output_len()));
+            let mut y = Array2::zeros((n, g.output_len()));
+            conv2d_relu_forward(
+                x.view(),
+                w.view(),
+                b.view(),
+                z.view_mut(),
+                y.view_mut(),
+                &mut scratch,
+                g,
+            );
+            let mut dx = Array2::zeros((n, g.input_len()));
+            conv2d_backward_input(
+                w.view(),
+                dy.view(),
+                dx.view_mut(),
+                GradMode::Set,
+                &mut scratch,
+                g,
+            );
+            let mut weight = Param::zeros("w", w.raw_dim());
+            let mut bias = Param::zeros("b", g.filters);
+            conv2d_param_grads_or_step(
+                x.view(),
+                dy.view(),
+                &mut weight,
+                &mut bias,
+                None,
+                &mut scratch,
+                g,
+            );
+            (y, dx, weight.grad().to_owned(), bias.grad().to_owned())
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.0, two.0, "y, {g:?}");
+        assert_eq!(one.1, two.1, "dx, {g:?}");
+        assert_eq!(one.2, two.2, "dW, {g:?}");
+        assert_eq!(one.3, two.3, "db, {g:?}");
+    }
+}
