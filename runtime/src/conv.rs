@@ -218,10 +218,37 @@ fn pad_planes<'a, T: Element>(x: &'a [T], spare: &'a mut Vec<T>, g: &Conv2d) -> 
     }
 }
 
-/// `to = from`, in blocks of 8 so that short rows are copied by a few vector moves rather than
-/// a call to `memcpy`.
+/// The slices as `f32` slices, if that is what they are and the processor has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32_with_avx512<'a, 'b, T: Element>(
+    to: &'a mut [T],
+    from: &'b [T],
+) -> Option<(&'a mut [f32], &'b [f32])> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>()
+        || !crate::gemm::avx512_kernels()
+    {
+        return None;
+    }
+    // SAFETY: `T` is `f32` (same `TypeId`).
+    Some(unsafe {
+        (
+            std::slice::from_raw_parts_mut(to.as_mut_ptr().cast(), to.len()),
+            std::slice::from_raw_parts(from.as_ptr().cast(), from.len()),
+        )
+    })
+}
+
+/// `to = from` (of equal length): in `f32` with AVX-512 by masked vector moves, else in blocks
+/// of 8, so that short rows are copied by a few vector moves rather than a call to `memcpy`.
 #[inline(always)]
 fn copy<T: Element>(to: &mut [T], from: &[T]) {
+    debug_assert_eq!(to.len(), from.len());
+    #[cfg(target_arch = "x86_64")]
+    if let Some((to, from)) = as_f32_with_avx512(to, from) {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { wide::copy(to, from) };
+    }
     let mut blocks = to.chunks_exact_mut(8);
     let mut sources = from.chunks_exact(8);
     for (to, from) in (&mut blocks).zip(&mut sources) {
@@ -232,11 +259,142 @@ fn copy<T: Element>(to: &mut [T], from: &[T]) {
     }
 }
 
-/// `to += from` element by element.
+/// `to += from` element by element (of equal length), in `f32` with AVX-512 by masked vectors.
 #[inline(always)]
 fn add<T: Element>(to: &mut [T], from: &[T]) {
+    debug_assert_eq!(to.len(), from.len());
+    #[cfg(target_arch = "x86_64")]
+    if let Some((to, from)) = as_f32_with_avx512(to, from) {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { wide::add(to, from) };
+    }
     for (to, &from) in to.iter_mut().zip(from) {
         *to += from;
+    }
+}
+
+/// `to` (`cols × rows`) = `from` (`rows × cols`) transposed, both row-major; in `f32` with
+/// AVX-512 by 16 × 16 squares in registers.
+fn transpose<T: Element>(from: &[T], rows: usize, cols: usize, to: &mut [T]) {
+    assert!(from.len() == rows * cols && to.len() == rows * cols);
+    #[cfg(target_arch = "x86_64")]
+    if let Some((to, from)) = as_f32_with_avx512(to, from) {
+        // SAFETY: the processor has AVX-512F, and the lengths are checked above.
+        return unsafe { wide::transpose(from, rows, cols, to) };
+    }
+    for (r, row) in from.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            to[c * rows + r] = v;
+        }
+    }
+}
+
+/// The sum of `values`, in sixteen interleaved partial sums (added pairwise at the end) so
+/// that the additions are not one chain and vectorise.
+fn total<T: Element>(values: &[T]) -> T {
+    let mut lanes = [T::zero(); 16];
+    let mut blocks = values.chunks_exact(16);
+    for block in &mut blocks {
+        for (lane, &v) in lanes.iter_mut().zip(block) {
+            *lane += v;
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(blocks.remainder()) {
+        *lane += v;
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0]
+}
+
+/// [`copy`], [`add`] and [`transpose`] in `f32` on AVX-512, and [`im2col`]'s and
+/// [`scatter`]'s loops compiled with them inlined (a call per run of a few dozen elements would
+/// cost as much as the run).
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use std::arch::x86_64::*;
+
+    use super::{Conv2d, Planes};
+    use crate::gemm::first_lanes;
+
+    /// [`super::unroll`] with AVX-512 moves.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn unroll(x: Planes<&[f32]>, cols: &mut [f32], g: &Conv2d) {
+        // SAFETY: this function's features are the processor's (its contract).
+        super::unroll(x, cols, g, |to, from| unsafe { copy(to, from) });
+    }
+
+    /// [`super::scatter_runs`] with AVX-512 additions.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scatter(cols: &[f32], sums: &mut [f32], g: &Conv2d) {
+        // SAFETY: as above.
+        super::scatter_runs(cols, sums, g, |to, from| unsafe { add(to, from) });
+    }
+
+    /// `to = from` for the first `min(len)` elements.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn copy(to: &mut [f32], from: &[f32]) {
+        let n = to.len().min(from.len());
+        for i in (0..n).step_by(16) {
+            let mask = first_lanes(n - i);
+            // SAFETY: the mask covers only elements `i..n` of both slices.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, from.as_ptr().add(i));
+                _mm512_mask_storeu_ps(to.as_mut_ptr().add(i), mask, v);
+            }
+        }
+    }
+
+    /// `to += from` for the first `min(len)` elements.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn add(to: &mut [f32], from: &[f32]) {
+        let n = to.len().min(from.len());
+        for i in (0..n).step_by(16) {
+            let mask = first_lanes(n - i);
+            // SAFETY: the mask covers only elements `i..n` of both slices.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, from.as_ptr().add(i));
+                let t = _mm512_maskz_loadu_ps(mask, to.as_ptr().add(i));
+                _mm512_mask_storeu_ps(to.as_mut_ptr().add(i), mask, _mm512_add_ps(t, v));
+            }
+        }
+    }
+
+    /// [`super::transpose`]: `from` and `to` hold `rows · cols` elements.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose(from: &[f32], rows: usize, cols: usize, to: &mut [f32]) {
+        let mut square = [_mm512_setzero_ps(); 16];
+        for r0 in (0..rows).step_by(16) {
+            let height = (rows - r0).min(16);
+            for c0 in (0..cols).step_by(16) {
+                let width = (cols - c0).min(16);
+                let (load, store) = (first_lanes(width), first_lanes(height));
+                for (i, v) in square.iter_mut().enumerate() {
+                    *v = if i < height {
+                        // SAFETY: row `r0 + i` < rows, columns `c0..c0 + width` < cols.
+                        unsafe {
+                            _mm512_maskz_loadu_ps(load, from.as_ptr().add((r0 + i) * cols + c0))
+                        }
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                }
+                crate::gemm::transpose16(&mut square);
+                for (i, v) in square.iter().take(width).enumerate() {
+                    // SAFETY: row `c0 + i` < cols of `to`, columns `r0..r0 + height` < rows.
+                    unsafe {
+                        _mm512_mask_storeu_ps(to.as_mut_ptr().add((c0 + i) * rows + r0), store, *v)
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -244,6 +402,7 @@ fn add<T: Element>(to: &mut [T], from: &[T]) {
 /// `patch_row` is the `OW` outputs' offset in the patches (`(c·k·k + ky·k + kx)·OH·OW + oy·OW`),
 /// `input` the offset in the padded planes where that window row starts
 /// (`c·plane + (oy·s + ky)·row + kx`), the outputs reading every `s`-th element from it.
+#[inline(always)]
 fn for_each_patch_row(g: &Conv2d, row: usize, plane: usize, mut f: impl FnMut(usize, usize)) {
     let (k, s, oh, ow) = (g.kernel, g.stride, g.out_height(), g.out_width());
     let mut out = 0;
@@ -265,8 +424,24 @@ fn for_each_patch_row(g: &Conv2d, row: usize, plane: usize, mut f: impl FnMut(us
 /// patches as columns). The padding is a copy of the sample with zeros around each plane in
 /// `spare`, so that each output row reads one run of a padded row.
 fn im2col<T: Element>(x: &[T], cols: &mut [T], spare: &mut Vec<T>, g: &Conv2d) {
-    let (s, ow) = (g.stride, g.out_width());
     let x = pad_planes(x, spare, g);
+    #[cfg(target_arch = "x86_64")]
+    if let Some((cols, values)) = as_f32_with_avx512(cols, x.values) {
+        let x = Planes {
+            values,
+            row: x.row,
+            plane: x.plane,
+        };
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { wide::unroll(x, cols, g) };
+    }
+    unroll(x, cols, g, copy);
+}
+
+/// [`im2col`] from the padded planes, with `copy` moving each run.
+#[inline(always)]
+fn unroll<T: Element>(x: Planes<&[T]>, cols: &mut [T], g: &Conv2d, copy: impl Fn(&mut [T], &[T])) {
+    let (s, ow) = (g.stride, g.out_width());
     for_each_patch_row(g, x.row, x.plane, |out, input| {
         let (to, from) = (&mut cols[out..out + ow], &x.values[input..]);
         if s == 1 {
@@ -310,6 +485,17 @@ fn col2im<T: Element>(cols: &[T], dx: &mut [T], add_to: bool, spare: &mut Vec<T>
 
 /// Adds each element of `cols` to the element of the padded planes `sums` it was copied from.
 fn scatter<T: Element>(cols: &[T], sums: &mut [T], g: &Conv2d) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some((sums, cols)) = as_f32_with_avx512(sums, cols) {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { wide::scatter(cols, sums, g) };
+    }
+    scatter_runs(cols, sums, g, add);
+}
+
+/// [`scatter`], with `add` adding each run.
+#[inline(always)]
+fn scatter_runs<T: Element>(cols: &[T], sums: &mut [T], g: &Conv2d, add: impl Fn(&mut [T], &[T])) {
     let (s, ow) = (g.stride, g.out_width());
     let (ph, pw) = g.padded();
     for_each_patch_row(g, pw, ph * pw, |out, input| {
@@ -604,15 +790,9 @@ fn param_gradients<T: Element>(
                 // bias's gradient on the way.
                 let dys = contiguous(dy.row(i), &mut lane.output);
                 let dyt = grown(&mut lane.input, positions * f);
-                for (filter, (plane, db)) in
-                    dys.chunks_exact(positions).zip(db.iter_mut()).enumerate()
-                {
-                    let mut sum = T::zero();
-                    for (p, &d) in plane.iter().enumerate() {
-                        dyt[p * f + filter] = d;
-                        sum += d;
-                    }
-                    *db += sum;
+                transpose(dys, f, positions, dyt);
+                for (plane, db) in dys.chunks_exact(positions).zip(db.iter_mut()) {
+                    *db += total(plane);
                 }
                 let dyt = ArrayView2::from_shape((positions, f), &*dyt).expect("dyᵢᵀ");
                 gemm(&cols, &dyt, &mut dwt, t > 0);

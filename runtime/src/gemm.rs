@@ -33,6 +33,8 @@ mod one_row;
 mod packed;
 
 pub(crate) use one_row::ColumnCopy;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use packed::transpose as transpose16;
 
 /// A lane mask selecting the first `lanes` of a vector's 16 (all of them from 16 on).
 #[cfg(target_arch = "x86_64")]

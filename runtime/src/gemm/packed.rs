@@ -327,7 +327,7 @@ unsafe fn pack_a(a: *const f32, s: Raw, rows: usize, kc: usize, out: *mut f32) {
 /// Transposes a 16 × 16 square held as 16 rows.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn transpose(r: &mut [__m512; 16]) {
+pub(crate) fn transpose(r: &mut [__m512; 16]) {
     let mut t = [_mm512_setzero_ps(); 16];
     // Interleave pairs of rows, then pairs of pairs (as 64-bit lanes), then 128-bit quarters.
     for i in 0..8 {
