@@ -1,8 +1,7 @@
-//! chainrule on the workloads of `../shared/peers` (W1 book, W2 wide, W3 latency; W4 conv, W5
-//! conv latency, W6 deep conv), printing one
-//! JSON line per measurement like every other peer there. Thread count: `--threads N` is only
-//! reported; the caller sets `MATMUL_NUM_THREADS` (and pins the process for 1 thread), as
-//! `compare.sh` does.
+//! chainrule on the workloads of `benches/peers` (W1 book, W2 wide, W3 latency; W4 conv, W5
+//! conv latency, W6 deep conv), printing one JSON line per measurement like every other peer
+//! there. Thread count: `--threads N` is only reported; the caller sets `CHAINRULE_THREADS` and
+//! `MATMUL_NUM_THREADS` (and pins the process for 1 thread), as `compare.sh` does.
 
 #[path = "../../common.rs"]
 mod common;
@@ -10,9 +9,18 @@ mod common;
 use chainrule::ndarray::{Array2, ArrayView2};
 use chainrule::prelude::*;
 use common::{
-    Cfg, ConvCfg, W1, W2, W3, W4, W5, W6, args, emit, latency_us, make_conv_data, make_data,
-    steps_per_s, time_steps,
+    Cfg, ConvCfg, W1, W2, W3, W4, W5, W6, args, check_conv_shapes, check_mlp_shapes, emit,
+    latency_us, make_conv_data, make_data, steps_per_s, time_steps,
 };
+
+/// Each layer's output shape (batch first) as the macro checked the graph, for the spec's check.
+fn layer_shapes<N: Network>(batch: usize) -> Vec<Vec<usize>> {
+    let graph = N::GRAPH;
+    graph
+        .inference_nodes()
+        .map(|node| [&[batch][..], graph.shape(node.output)].concat())
+        .collect()
+}
 
 network! {
     struct Book { affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy }
@@ -47,6 +55,7 @@ network! {
 /// A conv network holding the peers' fixed-seed weights (their layers in order, as ours), and the
 /// batch with its labels.
 fn conv_setup<N: Network<Elem = f32> + Default>(cfg: &ConvCfg) -> (N, Array2<f32>, Vec<usize>) {
+    check_conv_shapes(cfg, &layer_shapes::<N>(cfg.batch));
     let data = make_conv_data(cfg);
     let mut net = N::default();
     assert_eq!(N::PARAM_NAMES.len(), 2 * data.params.len());
@@ -79,10 +88,11 @@ where
 
 /// A network holding the peers' fixed-seed weights, and the batch with its labels.
 fn setup<N: Network<Elem = f32> + Default>(cfg: &Cfg) -> (N, Array2<f32>, Vec<usize>) {
+    check_mlp_shapes(cfg, &layer_shapes::<N>(cfg.batch));
     let data = make_data(cfg);
     let mut net = N::default();
-    for (layer, (weight, bias)) in data.params.iter().enumerate() {
-        for (suffix, value) in [("weight", weight), ("bias", bias)] {
+    for (layer, param) in data.params.iter().enumerate() {
+        for (suffix, value) in [("weight", &param.w), ("bias", &param.b)] {
             let param = net
                 .param_mut(&format!("affine{layer}.{suffix}"))
                 .expect("the workload's layers");
@@ -109,6 +119,74 @@ where
     (rate, loss0, loss1)
 }
 
+/// Every parameter of `net`, copied out: what a forward pass on one sample must at least read.
+fn weights<N: Network<Elem = f32>>(net: &mut N) -> Vec<Vec<f32>> {
+    N::PARAM_NAMES
+        .iter()
+        .map(|name| {
+            let param = net.param_mut(name).expect("the network's own parameter");
+            param.value.to_vec()
+        })
+        .collect()
+}
+
+/// The median µs of a loop that only reads `weights` once per call, as fast as the processor
+/// reads (AVX-512 loads into four running sums where it has them, else sixteen scalar sums): the
+/// bound a forward pass on one sample can approach, since it reads every weight once.
+fn weight_stream_bound(weights: &[Vec<f32>], calls: usize, warmup: usize) -> (f64, f64, f64) {
+    latency_us(calls, warmup, || {
+        let total: f32 = weights
+            .iter()
+            .map(|w| read_all(std::hint::black_box(w)))
+            .sum();
+        std::hint::black_box(total);
+    })
+}
+
+/// A sum of `values` whose only purpose is to read them all.
+fn read_all(values: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has AVX-512F.
+        return unsafe { read_all_avx512(values) };
+    }
+    let mut lanes = [0f32; 16];
+    for block in values.chunks_exact(16) {
+        for (lane, &v) in lanes.iter_mut().zip(block) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + values.chunks_exact(16).remainder().iter().sum::<f32>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn read_all_avx512(values: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut sums = [_mm512_setzero_ps(); 4];
+    let mut blocks = values.chunks_exact(64);
+    for block in &mut blocks {
+        for (j, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: the block holds 64 values.
+            *sum = _mm512_add_ps(*sum, unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * j)) });
+        }
+    }
+    let rest: f32 = blocks.remainder().iter().sum();
+    sums.iter().map(|&s| _mm512_reduce_add_ps(s)).sum::<f32>() + rest
+}
+
+/// The weight-streaming bound of a one-sample workload, as a row of its own.
+fn emit_bound(workload: &str, threads: usize, weights: &[Vec<f32>], calls: usize, warmup: usize) {
+    let (median, p10, p90) = weight_stream_bound(weights, calls, warmup);
+    let bytes: usize = weights.iter().map(|w| 4 * w.len()).sum();
+    let extra = format!("\"p10\":{p10},\"p90\":{p90},\"bytes\":{bytes}");
+    emit(BOUND, workload, threads, "median_us", median, &extra);
+}
+
+/// The name of the weight-streaming bound's rows (not a peer: `aggregate.py` compares
+/// chainrule with it separately).
+const BOUND: &str = "bound: weights read once";
+
 fn main() {
     let a = args();
     let name = a.label.clone().unwrap_or_else(|| "chainrule".to_string());
@@ -128,8 +206,14 @@ fn main() {
                 let (mut net, x, _) = setup::<Book>(&W3);
                 for (precision, label) in [
                     (WeightPrecision::Full, name.clone()),
-                    (WeightPrecision::Half, format!("{name}, half-precision weights")),
-                    (WeightPrecision::BFloat16, format!("{name}, bfloat16 weights")),
+                    (
+                        WeightPrecision::Half,
+                        format!("{name}, half-precision weights"),
+                    ),
+                    (
+                        WeightPrecision::BFloat16,
+                        format!("{name}, bfloat16 weights"),
+                    ),
                 ] {
                     if net.set_one_sample_weights(precision).is_err() {
                         continue;
@@ -140,6 +224,7 @@ fn main() {
                     let spread = format!("\"p10\":{p10},\"p90\":{p90}");
                     emit(&label, "W3", a.threads, "median_us", median, &spread);
                 }
+                emit_bound("W3", a.threads, &weights(&mut net), W3.steps, W3.warmup);
             }
             "W4" | "W6" => {
                 let (rate, l0, l1) = match w.as_str() {
@@ -156,6 +241,7 @@ fn main() {
                 });
                 let spread = format!("\"p10\":{p10},\"p90\":{p90}");
                 emit(&name, "W5", a.threads, "median_us", median, &spread);
+                emit_bound("W5", a.threads, &weights(&mut net), W5.steps, W5.warmup);
             }
             other => panic!("unknown workload {other}"),
         }
