@@ -609,6 +609,22 @@ fn over_pieces<T: Element>(
     pieces
 }
 
+/// Runs `f` on runs of consecutive samples of a batch of `n`, one run per thread of the pool
+/// when the batch holds enough work (`len` elements per sample), else on this thread alone.
+/// For kernels whose samples are independent, so that any split gives the same result.
+fn over_samples(n: usize, len: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    /// From this many elements in a batch on, its samples are shared.
+    const SHARE_ABOVE: usize = 1 << 16;
+    let parts = if n * len >= SHARE_ABOVE {
+        pool::threads().min(n)
+    } else {
+        1
+    };
+    pool::run(parts, &|part, parts| {
+        f(n * part / parts..n * (part + 1) / parts)
+    });
+}
+
 /// `z = conv(x, W) + b` sample by sample, and `y = max(z, 0)` as well when `relu` is given.
 fn forward<T: Element>(
     x: ArrayView2<T>,
@@ -1021,21 +1037,26 @@ pub fn max_pool_forward<T: Element>(
     let out = g.output_len();
     argmax.from.resize(x.nrows() * out, 0);
     let two_by_two = g.window == 2 && g.stride == 2 && g.pad == 0;
-    for ((xs, mut ys), from) in x
-        .rows()
-        .into_iter()
-        .zip(y.rows_mut())
-        .zip(argmax.from.chunks_exact_mut(out.max(1)))
-    {
-        if two_by_two && let (Some(xs), Some(ys)) = (xs.as_slice(), ys.as_slice_mut()) {
-            max_pool_2x2(xs, ys, from, &g);
-            continue;
+    let (ys, froms) = (SharedRows::of(&mut y), argmax.from.as_mut_ptr() as usize);
+    over_samples(x.nrows(), g.input_len(), &|samples| {
+        for i in samples {
+            let xs = x.row(i);
+            // SAFETY: sample `i` is this run's alone; its `out` entries of the argmax lie inside
+            // it (resized above), which stays borrowed until `over_samples` returns.
+            let (mut ys, from) = unsafe {
+                let from = (froms as *mut u32).add(i * out);
+                (ys.row(i), std::slice::from_raw_parts_mut(from, out))
+            };
+            if two_by_two && let (Some(xs), Some(ys)) = (xs.as_slice(), ys.as_slice_mut()) {
+                max_pool_2x2(xs, ys, from, &g);
+                continue;
+            }
+            match xs.as_slice() {
+                Some(xs) => max_pool_sample(xs, ys, from, &g),
+                None => max_pool_sample(&xs, ys, from, &g),
+            }
         }
-        match xs.as_slice() {
-            Some(xs) => max_pool_sample(xs, ys, from, &g),
-            None => max_pool_sample(&xs, ys, from, &g),
-        }
-    }
+    });
 }
 
 /// [`max_pool_sample`] for the common window (2×2, stride 2, no padding) on contiguous rows: the
@@ -1179,20 +1200,21 @@ pub fn max_pool_backward<T: Element>(
         dy.nrows() * out,
         "pool2d: the argmax is the forward pass's on a batch of this size"
     );
-    for ((dys, mut dxs), from) in dy
-        .rows()
-        .into_iter()
-        .zip(dx.rows_mut())
-        .zip(argmax.from.chunks_exact(out.max(1)))
-    {
-        if mode == GradMode::Set {
-            dxs.fill(T::zero());
+    let dxs = SharedRows::of(&mut dx);
+    over_samples(dy.nrows(), g.input_len(), &|samples| {
+        for i in samples {
+            // SAFETY: sample `i` is this run's alone.
+            let mut dxs = unsafe { dxs.row(i) };
+            if mode == GradMode::Set {
+                dxs.fill(T::zero());
+            }
+            let (dys, from) = (dy.row(i), &argmax.from[i * out..(i + 1) * out]);
+            match dxs.as_slice_mut() {
+                Some(dxs) => max_pool_scatter(dys, from, dxs),
+                None => max_pool_scatter(dys, from, &mut dxs),
+            }
         }
-        match dxs.as_slice_mut() {
-            Some(dxs) => max_pool_scatter(dys, from, dxs),
-            None => max_pool_scatter(dys, from, &mut dxs),
-        }
-    }
+    });
 }
 
 /// Average pooling of one sample.

@@ -1122,3 +1122,41 @@ fn convolutions_give_the_same_bits_on_one_and_two_threads() {
         assert_eq!(one.3, two.3, "db, {g:?}");
     }
 }
+
+#[test]
+fn max_pools_give_the_same_results_on_one_and_two_threads() {
+    use chainrule_runtime::kernels::{
+        GradMode, Pool2d, PoolArgmax, max_pool_backward, max_pool_forward,
+    };
+    use chainrule_runtime::pool::set_threads;
+    // Large enough a batch that its samples are shared; the 2×2 path and the general one.
+    for (window, stride) in [(2, 2), (3, 2)] {
+        let g = Pool2d {
+            channels: 4,
+            height: 48,
+            width: 48,
+            window,
+            stride,
+            pad: 0,
+        };
+        let n = 9;
+        let x = filled(n, g.input_len(), 12);
+        let dy = filled(n, g.output_len(), 13);
+        let run = |threads: usize| {
+            set_threads(threads);
+            let mut y = Array2::zeros((n, g.output_len()));
+            let mut argmax = PoolArgmax::default();
+            max_pool_forward(x.view(), y.view_mut(), &mut argmax, g);
+            let mut dx = Array2::from_elem((n, g.input_len()), 1.0);
+            max_pool_backward(dy.view(), dx.view_mut(), GradMode::Add, &argmax, g);
+            (y, dx)
+        };
+        let (one, two) = (run(1), run(2));
+        assert_eq!(one.0, two.0, "y, {g:?}");
+        assert_eq!(one.1, two.1, "dx, {g:?}");
+        // Every sample's maximum is one of its own inputs.
+        for (xs, ys) in x.rows().into_iter().zip(one.0.rows()) {
+            assert!(ys.iter().all(|v| xs.iter().any(|x| x == v)));
+        }
+    }
+}
