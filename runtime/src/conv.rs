@@ -156,10 +156,11 @@ pub struct ConvScratch<T> {
 struct Lane<T> {
     /// One sample's patches (`C·k·k × OH·OW`), or their gradient.
     cols: Vec<T>,
-    /// A copy of a sample's input row when it is not contiguous, or its output's gradient
-    /// transposed (`OH·OW × F`).
+    /// A copy of the row a pass reads first (`x`, or `dy` for the input's gradient) when it is
+    /// not contiguous; in the parameters' pass, `dyᵢᵀ` (`OH·OW × F`).
     input: Vec<T>,
-    /// A copy of a sample's output row (or its gradient) when it is not contiguous.
+    /// A copy of the other row a pass reads or writes (`z`, `dx`; `x` and then `dy` in the
+    /// parameters' pass) when it is not contiguous.
     output: Vec<T>,
     /// A sample's planes with their padding, or the gradient of such planes.
     padded: Vec<T>,
@@ -456,7 +457,7 @@ fn unroll<T: Element>(x: Planes<&[T]>, cols: &mut [T], g: &Conv2d, copy: impl Fn
 
 /// The adjoint of [`im2col`]: adds each element of `cols` to the input it was copied from
 /// (elements from the padding are dropped), so that inputs read by several windows collect every
-/// window's gradient; `dx` is overwritten (`add == false`) or added to. With padding the sums
+/// window's gradient; `dx` is overwritten (`add_to == false`) or added to. With padding the sums
 /// collect in padded planes in `spare` first.
 fn col2im<T: Element>(cols: &[T], dx: &mut [T], add_to: bool, spare: &mut Vec<T>, g: &Conv2d) {
     let (h, w, pad) = (g.height, g.width, g.pad);
