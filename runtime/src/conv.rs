@@ -10,11 +10,11 @@
 //! every output position `p = oy·OW + ox`, the input that position's window reads at that
 //! offset, 0 where the window covers padding. With stride 1 each output row's inputs are one run
 //! of a padded input row, so unrolling is a copy of runs. Then the sample's output, seen as
-//! `F × OH·OW`, is `W·cols` plus the bias, with the weight seen as `F × C·k·k`; the backward
-//! passes are products with the same two matrices (`Wᵀ·dy` for the patches' gradient,
-//! `cols·dyᵀ` for the weight's). The samples of a batch are shared among the
-//! [`pool`](crate::pool)'s threads, and the parameters' gradients summed over fixed pieces of the
-//! batch, so they do not depend on the number of threads. Patches and sums live in a
+//! `F × OH·OW`, is `W·cols` plus the bias, with the weight seen as `F × C·k·k`; the weight's
+//! gradient is `cols·dyᵀ`, and the input's is a convolution of `dy` with the weight turned around
+//! (stride 1) or `Wᵀ·dy` added back to the inputs the patches came from (col2im). The samples of
+//! a batch are shared among the [`pool`](crate::pool)'s threads, and the parameters' gradients
+//! summed over fixed pieces of the batch, so they do not depend on the number of threads. Patches and sums live in a
 //! [`ConvScratch`] the layer keeps, so after its first call a convolution allocates nothing.
 
 use std::marker::PhantomData;
@@ -149,6 +149,8 @@ pub struct ConvScratch<T> {
     lanes: Vec<Lane<T>>,
     /// The weight's gradient, transposed (`C·k·k × F`), then the bias's (`F`), for each piece.
     sums: Vec<T>,
+    /// The weight turned around for the input's gradient (`C × F·k·k`).
+    flipped: Vec<T>,
 }
 
 /// What one thread of a convolution works in.
@@ -719,10 +721,12 @@ pub fn conv2d_relu_forward<T: Element>(
 /// `dx[c, iy, ix] = Σ dy[f, oy, ox] · W[f, c, ky, kx]` over every output `(oy, ox)` whose window
 /// reads `(iy, ix)` at offset `(ky, kx)`.
 ///
-/// `dy` is `n × F·OH·OW`, `dx` `n × C·H·W` (NCHW), `W` as in [`conv2d_forward`]. Per sample the
-/// patches' gradient `dcols = Wᵀ·dyᵢ` (`C·k·k × OH·OW`, in `scratch`) is added back to the
-/// inputs it came from (col2im); `mode` says whether `dx` is overwritten or added to. The
-/// samples are shared among the [`pool`](crate::pool)'s threads.
+/// `dy` is `n × F·OH·OW`, `dx` `n × C·H·W` (NCHW), `W` as in [`conv2d_forward`]; `mode` says
+/// whether `dx` is overwritten or added to. With stride 1 this is itself a convolution, of `dy`
+/// with the weight turned around, unrolled and multiplied straight into `dx`; otherwise per
+/// sample the patches' gradient `dcols = Wᵀ·dyᵢ` (`C·k·k × OH·OW`, in `scratch`) is added back
+/// to the inputs it came from (col2im). The samples are shared among the
+/// [`pool`](crate::pool)'s threads.
 pub fn conv2d_backward_input<T: Element>(
     w: ArrayView4<T>,
     dy: ArrayView2<T>,
@@ -737,6 +741,9 @@ pub fn conv2d_backward_input<T: Element>(
         [g.filters, g.channels, g.kernel, g.kernel],
         "conv2d: the weight is filters × channels × kernel × kernel for {g:?}"
     );
+    if g.stride == 1 && g.pad < g.kernel {
+        return backward_input_by_convolution(w, dy, dx, mode, scratch, g);
+    }
     let w = weight_matrix(w, &g);
     let dims = (g.patch_len(), g.positions());
     let dxs = SharedRows::of(&mut dx);
@@ -756,6 +763,73 @@ pub fn conv2d_backward_input<T: Element>(
                 let add_to = mode == GradMode::Add;
                 with_slice_mut(dx, &mut lane.output, add_to, |dx| {
                     col2im(dcols, dx, add_to, &mut lane.padded, &g);
+                });
+            }
+        },
+    );
+}
+
+/// [`conv2d_backward_input`] for stride 1 as a convolution itself: `dx` is `dy` (`F` planes of
+/// `OH × OW`) convolved with the weight turned around (`W'[c, f, u, v] = W[f, c, k−1−u, k−1−v]`)
+/// over `k − 1 − pad` zeros of padding, which gives `H × W` planes again. Each sample's `dy` is
+/// unrolled (a copy of runs) and multiplied straight into `dx`, with no col2im.
+fn backward_input_by_convolution<T: Element>(
+    w: ArrayView4<T>,
+    dy: ArrayView2<T>,
+    mut dx: ArrayViewMut2<T>,
+    mode: GradMode,
+    scratch: &mut ConvScratch<T>,
+    g: Conv2d,
+) {
+    let k = g.kernel;
+    let turned = Conv2d {
+        channels: g.filters,
+        height: g.out_height(),
+        width: g.out_width(),
+        filters: g.channels,
+        kernel: k,
+        stride: 1,
+        pad: k - 1 - g.pad,
+    };
+    debug_assert_eq!(
+        (turned.out_height(), turned.out_width()),
+        (g.height, g.width)
+    );
+    let flipped = grown(&mut scratch.flipped, g.channels * turned.patch_len());
+    for (c, row) in flipped.chunks_exact_mut(turned.patch_len()).enumerate() {
+        for (f, taps) in row.chunks_exact_mut(k * k).enumerate() {
+            for (u, taps) in taps.chunks_exact_mut(k).enumerate() {
+                for (v, tap) in taps.iter_mut().enumerate() {
+                    *tap = w[[f, c, k - 1 - u, k - 1 - v]];
+                }
+            }
+        }
+    }
+    let flipped = ArrayView2::from_shape((g.channels, turned.patch_len()), &*flipped)
+        .expect("the turned weight");
+    let dims = (turned.patch_len(), turned.positions());
+    let add_to = mode == GradMode::Add;
+    let dxs = SharedRows::of(&mut dx);
+    over_pieces(
+        dy.nrows(),
+        dy.nrows(),
+        &mut scratch.lanes,
+        &|_, samples, lane| {
+            let cols = grown(&mut lane.cols, dims.0 * dims.1);
+            for i in samples {
+                im2col(
+                    contiguous(dy.row(i), &mut lane.input),
+                    cols,
+                    &mut lane.padded,
+                    &turned,
+                );
+                let cols = ArrayView2::from_shape(dims, &*cols).expect("one sample's patches");
+                // SAFETY: sample `i` is this piece's alone.
+                let dx = unsafe { dxs.row(i) };
+                with_slice_mut(dx, &mut lane.output, add_to, |dx| {
+                    let mut dx = ArrayViewMut2::from_shape((g.channels, dims.1), dx)
+                        .expect("a row holds C × H·W values");
+                    gemm(&flipped, &cols, &mut dx, add_to);
                 });
             }
         },
@@ -2051,6 +2125,10 @@ mod tests {
             let mut buffers = vec![
                 (scratch.lanes.as_ptr() as usize, scratch.lanes.capacity()),
                 (scratch.sums.as_ptr() as usize, scratch.sums.capacity()),
+                (
+                    scratch.flipped.as_ptr() as usize,
+                    scratch.flipped.capacity(),
+                ),
                 (argmax.from.as_ptr() as usize, argmax.from.capacity()),
             ];
             for lane in &scratch.lanes {
@@ -2063,7 +2141,10 @@ mod tests {
         step(&mut scratch, &mut argmax);
         let first = buffers(&scratch, &argmax);
         assert!(!scratch.lanes.is_empty());
-        assert_eq!(scratch.lanes[0].cols.len(), g.positions() * g.patch_len());
+        // The lane's patches hold the larger of the sample's (C·k·k rows) and its output
+        // gradient's (F·k·k rows, for the input's gradient), over H·W = OH·OW positions.
+        let rows = g.patch_len().max(g.filters * g.kernel * g.kernel);
+        assert_eq!(scratch.lanes[0].cols.len(), rows * g.positions());
         assert_eq!(scratch.sums.len(), PIECES * (4 * g.patch_len() + 4));
         assert_eq!(argmax.from.len(), 3 * pg.output_len());
         step(&mut scratch, &mut argmax);
