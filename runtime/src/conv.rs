@@ -14,8 +14,9 @@
 //! gradient is `cols·dyᵀ`, and the input's is a convolution of `dy` with the weight turned around
 //! (stride 1) or `Wᵀ·dy` added back to the inputs the patches came from (col2im). The samples of
 //! a batch are shared among the [`pool`](crate::pool)'s threads, and the parameters' gradients
-//! summed over fixed pieces of the batch, so they do not depend on the number of threads. Patches and sums live in a
-//! [`ConvScratch`] the layer keeps, so after its first call a convolution allocates nothing.
+//! summed over fixed pieces of the batch, so they do not depend on the number of threads.
+//! Patches and sums live in a [`ConvScratch`] the layer keeps, so after its first call a
+//! convolution allocates nothing.
 
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut, Range};
@@ -139,9 +140,10 @@ const fn out_size(size: usize, window: usize, stride: usize, pad: usize) -> usiz
 const PIECES: usize = 8;
 
 /// Scratch a convolution reuses between calls: for each thread that shares a batch, one sample's
-/// patches (see [`im2col`]) or their gradient, and copies of rows that are not contiguous; and
-/// the sums of the parameters' gradients over each piece of the batch. It grows on first use and
-/// never shrinks, so later calls allocate nothing; its size does not depend on the batch.
+/// patches (`C·k·k × OH·OW`, see the module's notes) or their gradient, and copies of rows that
+/// are not contiguous; the sums of the parameters' gradients over each piece of the batch; and
+/// the weight turned around for the input's gradient. It grows on first use and never shrinks,
+/// so later calls allocate nothing; its size does not depend on the batch.
 /// `Default` gives an empty one.
 #[derive(Debug, Default)]
 pub struct ConvScratch<T> {
