@@ -643,42 +643,65 @@ fn forward<T: Element>(
     g.check_batch(x.dim(), z.dim(), ("x", "y"));
     g.check_params(w.shape(), b.len());
     let w = weight_matrix(w, &g);
-    let dims = (g.patch_len(), g.positions());
-    let (zs, ys) = (SharedRows::of(&mut z), relu.as_mut().map(SharedRows::of));
-    over_pieces(
-        x.nrows(),
-        x.nrows(),
+    let ys = relu.as_mut().map(SharedRows::of);
+    for_each_unrolled(
+        x,
+        &mut z,
+        false,
         &mut scratch.lanes,
-        &|_, samples, lane| {
-            let cols = grown(&mut lane.cols, dims.0 * dims.1);
-            for i in samples {
-                im2col(
-                    contiguous(x.row(i), &mut lane.input),
-                    cols,
-                    &mut lane.padded,
-                    &g,
-                );
-                let cols = ArrayView2::from_shape(dims, &*cols).expect("one sample's patches");
-                // SAFETY: sample `i` is this piece's alone.
-                let z = unsafe { zs.row(i) };
-                with_slice_mut(z, &mut lane.output, false, |z| {
-                    let mut z = ArrayViewMut2::from_shape((g.filters, dims.1), z)
-                        .expect("a row holds F × OH·OW values");
-                    for (mut plane, &bias) in z.rows_mut().into_iter().zip(&b) {
-                        plane.fill(bias);
-                    }
-                    gemm(&w, &cols, &mut z, true);
-                    if let Some(ys) = &ys {
-                        // SAFETY: as for `z`.
-                        let y = unsafe { ys.row(i) };
-                        Zip::from(y)
-                            .and(z.into_shape_with_order(g.output_len()).unwrap())
-                            .for_each(|y, &mut z| *y = if z <= T::zero() { T::zero() } else { z });
-                    }
-                });
+        &g,
+        &|i, cols, mut z| {
+            for (mut plane, &bias) in z.rows_mut().into_iter().zip(&b) {
+                plane.fill(bias);
+            }
+            gemm(&w, &cols, &mut z, true);
+            if let Some(ys) = &ys {
+                // SAFETY: sample `i` is this call's alone.
+                let y = unsafe { ys.row(i) };
+                Zip::from(y)
+                    .and(z.into_shape_with_order(g.output_len()).unwrap())
+                    .for_each(|y, &mut z| *y = if z <= T::zero() { T::zero() } else { z });
             }
         },
     );
+}
+
+/// What [`for_each_unrolled`] runs for each sample: `f(sample, patches, output)`.
+type UnrolledJob<'a, T> = dyn Fn(usize, ArrayView2<T>, ArrayViewMut2<T>) + Sync + 'a;
+
+/// For each sample `i` of `x`, unrolls it for `g` and calls `f(i, cols, out)` with its patches
+/// (`C·k·k × OH·OW`) and row `i` of `out` seen as `F × OH·OW`, the samples shared among the
+/// [`pool`](crate::pool)'s threads. `read` says whether `f` reads what the row held (a row that is
+/// not contiguous is then copied in first; it is copied back either way).
+fn for_each_unrolled<T: Element>(
+    x: ArrayView2<T>,
+    out: &mut ArrayViewMut2<T>,
+    read: bool,
+    lanes: &mut Vec<Lane<T>>,
+    g: &Conv2d,
+    f: &UnrolledJob<'_, T>,
+) {
+    let dims = (g.patch_len(), g.positions());
+    let outs = SharedRows::of(out);
+    over_pieces(x.nrows(), x.nrows(), lanes, &|_, samples, lane| {
+        let cols = grown(&mut lane.cols, dims.0 * dims.1);
+        for i in samples {
+            im2col(
+                contiguous(x.row(i), &mut lane.input),
+                cols,
+                &mut lane.padded,
+                g,
+            );
+            let cols = ArrayView2::from_shape(dims, &*cols).expect("one sample's patches");
+            // SAFETY: sample `i` is this piece's alone.
+            let row = unsafe { outs.row(i) };
+            with_slice_mut(row, &mut lane.output, read, |row| {
+                let out = ArrayViewMut2::from_shape((g.filters, dims.1), row)
+                    .expect("a row holds F × OH·OW values");
+                f(i, cols, out);
+            });
+        }
+    });
 }
 
 /// Convolution forward (PyTorch's `Conv2d`: cross-correlation with zero padding):
@@ -809,31 +832,15 @@ fn backward_input_by_convolution<T: Element>(
     }
     let flipped = ArrayView2::from_shape((g.channels, turned.patch_len()), &*flipped)
         .expect("the turned weight");
-    let dims = (turned.patch_len(), turned.positions());
     let add_to = mode == GradMode::Add;
-    let dxs = SharedRows::of(&mut dx);
-    over_pieces(
-        dy.nrows(),
-        dy.nrows(),
+    for_each_unrolled(
+        dy,
+        &mut dx,
+        add_to,
         &mut scratch.lanes,
-        &|_, samples, lane| {
-            let cols = grown(&mut lane.cols, dims.0 * dims.1);
-            for i in samples {
-                im2col(
-                    contiguous(dy.row(i), &mut lane.input),
-                    cols,
-                    &mut lane.padded,
-                    &turned,
-                );
-                let cols = ArrayView2::from_shape(dims, &*cols).expect("one sample's patches");
-                // SAFETY: sample `i` is this piece's alone.
-                let dx = unsafe { dxs.row(i) };
-                with_slice_mut(dx, &mut lane.output, add_to, |dx| {
-                    let mut dx = ArrayViewMut2::from_shape((g.channels, dims.1), dx)
-                        .expect("a row holds C × H·W values");
-                    gemm(&flipped, &cols, &mut dx, add_to);
-                });
-            }
+        &turned,
+        &|_, cols, mut dx| {
+            gemm(&flipped, &cols, &mut dx, add_to);
         },
     );
 }
