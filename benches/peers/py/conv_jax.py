@@ -1,11 +1,11 @@
 """W4-W6 in JAX: lax.conv_general_dilated (NCHW / OIHW), lax.reduce_window max pooling, and
 jax.jit of the whole training step (forward, value_and_grad, SGD), called once per step; W5 is
 a jitted forward."""
-from common import (CONV, check_conv_shapes, emit_latency, emit_train, latency_us,
-                    make_conv_data, time_steps, wanted)
+from common import CONV, check_conv_shapes, emit_latency, latency_us, make_conv_data, wanted
 import jax
 import jax.numpy as jnp
 from jax import lax
+from mlp_jax import time_training
 
 
 def layers(net, params, x):
@@ -52,22 +52,7 @@ def main():
             logp = jax.nn.log_softmax(predict(params, x))
             return -jnp.take_along_axis(logp, t[:, None], axis=1).mean()
 
-        lr = cfg["lr"]
-
-        @jax.jit
-        def step(params, x, t):
-            value, grads = jax.value_and_grad(loss)(params, x, t)
-            return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
-
-        state = {"p": params}
-
-        def one():
-            state["p"], _ = step(state["p"], x, t)
-
-        loss0 = float(loss(params, x, t))
-        rate = time_steps(cfg["warmup"], cfg["steps"], one,
-                          sync=lambda: jax.block_until_ready(state["p"]))
-        emit_train("jax.jit", name, rate, loss0, float(loss(state["p"], x, t)))
+        time_training(name, cfg, loss, params, x, t)
 
 
 if __name__ == "__main__":

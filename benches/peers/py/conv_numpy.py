@@ -6,7 +6,7 @@ convolution skips its input gradient (dcol and col2im), which is never needed.""
 from common import (CONV, check_conv_shapes, emit_latency, emit_train, latency_us,
                     make_conv_data, time_steps, wanted)
 import numpy as np
-from mlp_numpy import Relu, SoftmaxWithLoss
+from mlp_numpy import Layers, Relu, SoftmaxWithLoss
 
 
 def im2col(x, fh, fw, pad):
@@ -109,7 +109,7 @@ class Affine:
         return (dout @ self.W.T).reshape(self.shape)
 
 
-class ConvNet:
+class ConvNet(Layers):
     def __init__(self, net, params):
         params, self.layers = iter(params), []
         for i, layer in enumerate(net):
@@ -124,31 +124,6 @@ class ConvNet:
             else:
                 self.layers.append(Pooling())
         self.last = SoftmaxWithLoss()
-
-    def shapes(self, x):
-        out = []
-        for layer in self.layers:
-            x = layer.forward(x)
-            out.append(x.shape)
-        return out
-
-    def predict(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        return self.last.forward(self.predict(x), t)
-
-    def sgd_step(self, x, t, lr):
-        self.loss(x, t)
-        dout = self.last.backward()
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
-        for layer in self.layers:
-            if hasattr(layer, "dW"):
-                layer.W -= lr * layer.dW
-                layer.b -= lr * layer.db
 
 
 def main():

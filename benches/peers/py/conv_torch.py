@@ -1,13 +1,10 @@
 """W4-W6 in PyTorch: nn.Sequential of Conv2d, ReLU, MaxPool2d(2, 2), Flatten, Linear (NCHW),
 CrossEntropyLoss, optim.SGD; eager, or with --compile torch.compile (forward + loss and the
 optimizer step each compiled; the model for W5)."""
-from common import (ARGS, CONV, check_conv_shapes, emit_latency, emit_train, latency_us,
-                    make_conv_data, time_steps, wanted)
+from common import CONV, check_conv_shapes, make_conv_data, wanted
 import torch
 from torch import nn
-
-torch.set_num_threads(ARGS.threads)
-IMPL = "torch.compile" if ARGS.compile else "torch eager"
+from mlp_torch import measure  # also sets torch's thread count
 
 
 def build(net, params):
@@ -49,33 +46,7 @@ def main():
                     shapes.append(h.shape)
         check_conv_shapes(name, shapes)
 
-        if name == "W5":
-            fwd = torch.compile(model) if ARGS.compile else model
-            with torch.inference_mode():
-                emit_latency(IMPL, name, latency_us(cfg["steps"], cfg["warmup"], lambda: fwd(x)))
-            continue
-
-        loss_fn = nn.CrossEntropyLoss()
-        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-
-        def loss_of(x, t):
-            return loss_fn(model(x), t)
-
-        opt_step = opt.step
-        if ARGS.compile:
-            loss_of, opt_step = torch.compile(loss_of), torch.compile(opt.step)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss_of(x, t).backward()
-            opt_step()
-
-        with torch.no_grad():
-            loss0 = loss_fn(model(x), t).item()
-        rate = time_steps(cfg["warmup"], cfg["steps"], step)
-        with torch.no_grad():
-            loss1 = loss_fn(model(x), t).item()
-        emit_train(IMPL, name, rate, loss0, loss1)
+        measure(name, cfg, model, x, t, one_sample="W5")
 
 
 if __name__ == "__main__":

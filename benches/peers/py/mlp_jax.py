@@ -27,6 +27,27 @@ def loss(params, x, t):
     return -jnp.take_along_axis(logp, t[:, None], axis=1).mean()
 
 
+def time_training(name, cfg, loss, params, x, t):
+    """Steps/s of SGD on `loss(params, x, t)`, the whole step (forward, value_and_grad, update)
+    one jitted call, with the loss before and after; emitted as a JSON line."""
+    lr = cfg["lr"]
+
+    @jax.jit
+    def step(params, x, t):
+        value, grads = jax.value_and_grad(loss)(params, x, t)
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
+
+    state = {"p": params}
+
+    def one():
+        state["p"], _ = step(state["p"], x, t)
+
+    loss0 = float(loss(params, x, t))
+    rate = time_steps(cfg["warmup"], cfg["steps"], one,
+                      sync=lambda: jax.block_until_ready(state["p"]))
+    emit_train("jax.jit", name, rate, loss0, float(loss(state["p"], x, t)))
+
+
 def main():
     for name in wanted(MLP):
         cfg = MLP[name]
@@ -41,22 +62,7 @@ def main():
             emit_latency("jax.jit", name, latency_us(cfg["steps"], cfg["warmup"], call))
             continue
 
-        lr = cfg["lr"]
-
-        @jax.jit
-        def step(params, x, t):
-            value, grads = jax.value_and_grad(loss)(params, x, t)
-            return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
-
-        state = {"p": params}
-
-        def one():
-            state["p"], _ = step(state["p"], x, t)
-
-        loss0 = float(loss(params, x, t))
-        rate = time_steps(cfg["warmup"], cfg["steps"], one,
-                          sync=lambda: jax.block_until_ready(state["p"]))
-        emit_train("jax.jit", name, rate, loss0, float(loss(state["p"], x, t)))
+        time_training(name, cfg, loss, params, x, t)
 
 
 if __name__ == "__main__":

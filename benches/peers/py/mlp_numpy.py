@@ -50,14 +50,9 @@ class SoftmaxWithLoss:
         return dx / n
 
 
-class Net:
-    def __init__(self, params, skip_dx1=True):
-        self.layers = []
-        for i, (W, b) in enumerate(params):
-            if i > 0:
-                self.layers.append(Relu())
-            self.layers.append(Affine(W.copy(), b.copy(), need_dx=not (skip_dx1 and i == 0)))
-        self.last = SoftmaxWithLoss()
+class Layers:
+    """The book's network classes' common part: `self.layers` in order, then `self.last`
+    (SoftmaxWithLoss); SGD updates every layer that has a weight gradient."""
 
     def predict(self, x):
         for layer in self.layers:
@@ -73,7 +68,7 @@ class Net:
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         for layer in self.layers:
-            if isinstance(layer, Affine):
+            if hasattr(layer, "dW"):
                 layer.W -= lr * layer.dW
                 layer.b -= lr * layer.db
 
@@ -83,6 +78,16 @@ class Net:
             x = layer.forward(x)
             out.append(x.shape)
         return out
+
+
+class Net(Layers):
+    def __init__(self, params, skip_dx1=True):
+        self.layers = []
+        for i, (W, b) in enumerate(params):
+            if i > 0:
+                self.layers.append(Relu())
+            self.layers.append(Affine(W.copy(), b.copy(), need_dx=not (skip_dx1 and i == 0)))
+        self.last = SoftmaxWithLoss()
 
 
 def main():

@@ -22,6 +22,39 @@ def build(params):
     return nn.Sequential(*layers)
 
 
+def measure(name, cfg, model, x, t, one_sample):
+    """Times `model` on workload `name`: for `one_sample`, the median µs of a forward pass; else
+    SGD steps/s (forward, CrossEntropyLoss, backward, optim.SGD) with the loss before and after.
+    With --compile the forward + loss and the optimiser step are each compiled."""
+    if name == one_sample:
+        fwd = torch.compile(model) if ARGS.compile else model
+        with torch.inference_mode():
+            emit_latency(IMPL, name, latency_us(cfg["steps"], cfg["warmup"], lambda: fwd(x)))
+        return
+
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
+
+    def loss_of(x, t):
+        return loss_fn(model(x), t)
+
+    opt_step = opt.step
+    if ARGS.compile:
+        loss_of, opt_step = torch.compile(loss_of), torch.compile(opt.step)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_of(x, t).backward()
+        opt_step()
+
+    with torch.no_grad():
+        loss0 = loss_fn(model(x), t).item()
+    rate = time_steps(cfg["warmup"], cfg["steps"], step)
+    with torch.no_grad():
+        loss1 = loss_fn(model(x), t).item()
+    emit_train(IMPL, name, rate, loss0, loss1)
+
+
 def main():
     for name in wanted(MLP):
         cfg = MLP[name]
@@ -35,33 +68,7 @@ def main():
                 shapes.append(h.shape)
         check_mlp_shapes(name, shapes)
 
-        if name == "W3":
-            fwd = torch.compile(model) if ARGS.compile else model
-            with torch.inference_mode():
-                emit_latency(IMPL, name, latency_us(cfg["steps"], cfg["warmup"], lambda: fwd(x)))
-            continue
-
-        loss_fn = nn.CrossEntropyLoss()
-        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-
-        def loss_of(x, t):
-            return loss_fn(model(x), t)
-
-        opt_step = opt.step
-        if ARGS.compile:
-            loss_of, opt_step = torch.compile(loss_of), torch.compile(opt.step)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss_of(x, t).backward()
-            opt_step()
-
-        with torch.no_grad():
-            loss0 = loss_fn(model(x), t).item()
-        rate = time_steps(cfg["warmup"], cfg["steps"], step)
-        with torch.no_grad():
-            loss1 = loss_fn(model(x), t).item()
-        emit_train(IMPL, name, rate, loss0, loss1)
+        measure(name, cfg, model, x, t, one_sample="W3")
 
 
 if __name__ == "__main__":
