@@ -1081,3 +1081,67 @@ fn parameters_are_numbered_in_the_order_written() {
         ]
     );
 }
+
+network! {
+    /// A chain with a parameterless layer between two affine ones, and a branch of two paths.
+    struct ChainThenBranch: f64 {
+        x = input(3);
+        h = x -> affine(3, 4) -> tanh;
+        p = h -> affine(4, 2);
+        q = h -> affine(4, 2);
+        add(p, q) -> mse
+    }
+}
+
+/// What `gradient_with` showed of each parameter when it called: names in calling order, and
+/// the gradients as they were then.
+fn seen_by_gradient_with<N>(net: &mut N, x: &Array2<f64>) -> Vec<(&'static str, Vec<f64>)>
+where
+    N: for<'t> Trainable<Elem = f64, Targets<'t> = ArrayView2<'t, f64>>,
+{
+    let t = random(x.nrows(), N::OUTPUT, 2);
+    let mut seen = Vec::new();
+    net.gradient_with(x.view(), t.view(), &mut |p| {
+        seen.push((p.name, p.grad.to_vec()))
+    })
+    .unwrap();
+    seen
+}
+
+#[test]
+fn gradient_with_shows_each_parameter_once_when_its_gradient_is_final() {
+    // A fresh network's gradients are zero: a parameter shown before its node's backward pass
+    // would show zeros, not the gradient that the pass leaves.
+    let mut net = ChainThenBranch::new(Init::Std(1.0), 3);
+    let seen = seen_by_gradient_with(&mut net, &random(5, 3, 1));
+    let mut names: Vec<_> = seen.iter().map(|(name, _)| *name).collect();
+    // Both heads before the shared layer, which the chain rule reaches last.
+    assert_eq!(&names[4..], ["affine0.weight", "affine0.bias"]);
+    names.sort_unstable();
+    let mut all = ChainThenBranch::PARAM_NAMES.to_vec();
+    all.sort_unstable();
+    assert_eq!(names, all, "every parameter exactly once");
+    let fin = param_grads(&net);
+    for (name, grad) in &seen {
+        let (_, after) = fin.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(
+            grad, after,
+            "{name}: the gradient shown is the one the pass leaves"
+        );
+        assert!(
+            grad.iter().any(|&g| g != 0.0),
+            "{name}: a gradient was computed"
+        );
+    }
+}
+
+#[test]
+fn gradient_with_computes_what_gradient_does() {
+    let x = random(5, 3, 1);
+    let mut with = ChainThenBranch::new(Init::Std(1.0), 3);
+    seen_by_gradient_with(&mut with, &x);
+    let mut plain = ChainThenBranch::new(Init::Std(1.0), 3);
+    let t = random(x.nrows(), ChainThenBranch::OUTPUT, 2);
+    plain.gradient(x.view(), t.view()).unwrap();
+    assert_eq!(param_grads(&with), param_grads(&plain));
+}

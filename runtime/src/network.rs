@@ -246,6 +246,13 @@ pub trait Trainable: Network {
     /// Runs forward on `x` and returns the mean loss against `t`; keeps what backward needs.
     fn loss(&mut self, x: ArrayView2<'_, Self::Elem>, t: Self::Targets<'_>) -> Result<Self::Elem>;
 
+    /// Checks a training batch as [`loss`](Self::loss) does first, computing nothing: `x`'s width
+    /// and rows, and one target per row that fits the outputs. What a caller that must know
+    /// before it starts (a data-parallel step, whose processes all go on or all stop) runs.
+    fn check_batch(&self, x: ArrayView2<'_, Self::Elem>, t: &Self::Targets<'_>) -> Result<()> {
+        check_batch(Self::NAME, &x, Self::INPUT, t, Self::OUTPUT)
+    }
+
     /// Backpropagates the last loss: sets every parameter's gradient (they are overwritten, not
     /// accumulated). Errs if no loss was computed since the last forward pass.
     fn backward(&mut self) -> Result<()>;
@@ -261,6 +268,27 @@ pub trait Trainable: Network {
     ) -> Result<Self::Elem> {
         let loss = self.loss(x, t)?;
         self.backward()?;
+        Ok(loss)
+    }
+
+    /// [`gradient`](Self::gradient), calling `ready` with each parameter as soon as the backward
+    /// pass is done with it: the last layer's first, in the order the chain rule reaches them,
+    /// and each exactly once. Its gradient is final then, while the layers before it still
+    /// compute theirs: what lets a data-parallel trainer start summing the gradients of the
+    /// late layers across processes while the early ones are computed (`chainrule-mpi` does).
+    ///
+    /// (By default, for networks written by hand: `gradient`, then every parameter in reverse
+    /// declaration order.)
+    fn gradient_with(
+        &mut self,
+        x: ArrayView2<'_, Self::Elem>,
+        t: Self::Targets<'_>,
+        ready: &mut dyn FnMut(ParamRef<'_, Self::Elem>),
+    ) -> Result<Self::Elem> {
+        let loss = self.gradient(x, t)?;
+        for name in Self::PARAM_NAMES.iter().rev() {
+            ready(self.param(name)?);
+        }
         Ok(loss)
     }
 

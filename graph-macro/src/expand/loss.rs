@@ -60,12 +60,14 @@ pub fn trainable(
 
             /// `gradient` (`sgd = None`) or `sgd_step_with_decay` (`sgd = Some((η, λ))`): the
             /// forward pass, the loss and the backward pass, all reading `x` in place, so
-            /// nothing is kept for a later `backward`.
+            /// nothing is kept for a later `backward`. `ready` sees each parameter as soon as the
+            /// backward pass is done with it.
             fn train_pass(
                 &mut self,
                 x: ArrayView2<'_, #elem>,
                 t: <Self as ::chainrule::Trainable>::Targets<'_>,
                 sgd: Option<(#elem, #elem)>,
+                ready: &mut dyn FnMut(::chainrule::ParamRef<'_, #elem>),
             ) -> ::chainrule::Result<#elem> {
                 let outputs = <Self as ::chainrule::Network>::OUTPUT;
                 private::check_batch(#name, &x, #input_width, &t, outputs)?;
@@ -75,7 +77,7 @@ pub fn trainable(
                 self.run_forward(x);
                 #bind
                 let loss = self.#method(t, #args);
-                self.run_backward(x, sgd);
+                self.run_backward(x, sgd, ready);
                 self.pass = private::Pass::None;
                 Ok(loss)
             }
@@ -124,7 +126,7 @@ pub fn trainable(
                 if self.pass != private::Pass::Loss {
                     return Err(::chainrule::Error::BackwardBeforeLoss);
                 }
-                self.on_kept_batch(|net, batch| net.run_backward(batch, None));
+                self.on_kept_batch(|net, batch| net.run_backward(batch, None, &mut |_| {}));
                 Ok(())
             }
 
@@ -133,7 +135,16 @@ pub fn trainable(
                 x: ArrayView2<'_, #elem>,
                 t: Self::Targets<'_>,
             ) -> ::chainrule::Result<#elem> {
-                self.train_pass(x, t, None)
+                self.train_pass(x, t, None, &mut |_| {})
+            }
+
+            fn gradient_with(
+                &mut self,
+                x: ArrayView2<'_, #elem>,
+                t: Self::Targets<'_>,
+                ready: &mut dyn FnMut(::chainrule::ParamRef<'_, #elem>),
+            ) -> ::chainrule::Result<#elem> {
+                self.train_pass(x, t, None, ready)
             }
 
             fn sgd_step_with_decay(
@@ -147,7 +158,7 @@ pub fn trainable(
                     <#elem as ::chainrule::Element>::from_f64(lr),
                     <#elem as ::chainrule::Element>::from_f64(weight_decay),
                 );
-                self.train_pass(x, t, Some(step))
+                self.train_pass(x, t, Some(step), &mut |_| {})
             }
         }
     }

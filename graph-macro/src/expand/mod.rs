@@ -386,11 +386,21 @@ impl Generator<'_> {
                 body,
             ));
             backward_calls.push(moved_quote!(self.#backward(#args);));
+            // The node's parameters are done: the chain rule touches them no more.
+            for param in &this.params {
+                let field = self.param_field(node, param.name);
+                backward_calls.push(moved_quote!(ready(self.#field.view());));
+            }
         }
 
         let output_width = lit(net.values[net.output].shape.size());
         let unused = |reads: bool| (!reads).then(|| quote!(let _ = batch;));
         let (forward_unused, mut backward_unused) = (unused(forward_reads), unused(backward_reads));
+        if net.param_count == 0 {
+            backward_unused
+                .get_or_insert_default()
+                .extend(quote!(let _ = ready;));
+        }
         if !backward_updates {
             backward_unused
                 .get_or_insert_default()
@@ -480,11 +490,13 @@ impl Generator<'_> {
                 /// The backward pass, in reverse topological order: the chain rule, node by node.
                 /// `batch` is the forward pass's. With `sgd = Some((η, λ))`, each node with
                 /// parameters applies an SGD step with learning rate `η` and weight decay `λ` to
-                /// them instead of storing their gradients.
+                /// them instead of storing their gradients. `ready` sees each parameter as soon as
+                /// its node is done, the last layer's first.
                 fn run_backward(
                     &mut self,
                     batch: ArrayView2<'_, #elem>,
                     sgd: Option<(#elem, #elem)>,
+                    ready: &mut dyn FnMut(::chainrule::ParamRef<'_, #elem>),
                 ) {
                     #backward_unused
                     #(#backward_calls)*
@@ -576,7 +588,7 @@ impl Generator<'_> {
                     )?;
                     self.resize_grads(dy.nrows());
                     #output_grad.assign(&dy);
-                    self.on_kept_batch(|net, batch| net.run_backward(batch, None));
+                    self.on_kept_batch(|net, batch| net.run_backward(batch, None, &mut |_| {}));
                     Ok(())
                 }
 
