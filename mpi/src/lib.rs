@@ -121,12 +121,11 @@ pub enum Error {
         /// The ranks whose hash differs from rank 0's.
         ranks: Vec<i32>,
     },
-    /// The backward pass handed over its parameters in another order, or another number, than
-    /// the network declares: a hand-written network's `gradient_with` that does not keep its
+    /// The backward pass did not hand over each of the network's parameters exactly once: a hand-written network's `gradient_with` that does not keep its
     /// promise. The step's gradients are not summed.
     #[error(
-        "{network}'s backward pass handed over {got} parameters where it has {expected}: \
-         Trainable::gradient_with must show each parameter exactly once"
+        "{network}'s backward pass did not hand over each of its {expected} parameters exactly \
+         once (it handed over {got}), as Trainable::gradient_with must; nothing was updated"
     )]
     Handover {
         /// The network's name.
@@ -151,6 +150,9 @@ pub fn initialize() -> Result<Universe, Error> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
+        if !mpi::environment::is_initialized() || mpi::environment::is_finalized() {
+            return;
+        }
         let world = SimpleCommunicator::world();
         eprintln!(
             "rank {} of {}: panicked; stopping every rank",
@@ -330,8 +332,10 @@ impl<T: Element + Equivalence> DataParallel<T> {
         let refused = net.check_batch(x, &t).err();
         let mine = [x.nrows() as i64, i64::from(refused.is_some())];
         let mut all = [0i64; 2];
+        let checked = Instant::now();
         self.world
             .all_reduce_into(&mine[..], &mut all[..], SystemOperation::sum());
+        self.timing.waiting += checked.elapsed();
         let [rows, refusals] = all;
         if let Some(source) = refused {
             return Err(Error::Network { rank, source });
@@ -349,7 +353,12 @@ impl<T: Element + Equivalence> DataParallel<T> {
         let (loss, handed, bucketing, waiting) =
             self.reduce_gradients(net, x, t, T::from_f64(x.nrows() as f64));
         let loss = loss.map_err(|source| Error::Network { rank, source })?;
-        if handed != N::PARAM_NAMES.len() {
+        let all_handed = N::PARAM_NAMES.iter().all(|name| {
+            self.slots
+                .iter()
+                .any(|(n, start)| n == name && *start != usize::MAX)
+        });
+        if handed != N::PARAM_NAMES.len() || !all_handed {
             // Every rank runs the same code: every rank finds this alike.
             return Err(Error::Handover {
                 network: N::NAME,
