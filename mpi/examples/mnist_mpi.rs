@@ -20,12 +20,11 @@ use chainrule::prelude::*;
 use chainrule::train::evaluate;
 use chainrule_mpi::DataParallel;
 
-network! {
-    /// The book's two-layer net.
-    struct TwoLayerNet {
-        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
-    }
-}
+// The main job's networks.
+#[allow(dead_code, reason = "this job trains one of them")]
+#[path = "../../examples/mnist/nets.rs"]
+mod nets;
+use nets::TwoLayerNet;
 
 fn main() {
     let universe = match chainrule_mpi::initialize() {

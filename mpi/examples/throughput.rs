@@ -27,13 +27,11 @@ network! {
     }
 }
 
-network! {
-    /// W4: the book's SimpleConvNet.
-    struct SimpleConv {
-        input(1, 28, 28) -> conv2d(1, 30, 5) -> relu -> max_pool(2)
-            -> affine(4320, 100) -> relu -> affine(100, 10) -> softmax_cross_entropy
-    }
-}
+// W4 is the main job's ConvNet, the book's SimpleConvNet.
+#[allow(dead_code, reason = "W4 is one of them")]
+#[path = "../../examples/mnist/nets.rs"]
+mod nets;
+use nets::ConvNet as SimpleConv;
 
 const WARMUP: usize = 10;
 

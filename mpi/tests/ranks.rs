@@ -15,12 +15,11 @@ use chainrule::ndarray::s;
 use chainrule::prelude::*;
 use chainrule_mpi::DataParallel;
 
-network! {
-    /// The book's two-layer net.
-    struct TwoLayerNet {
-        affine(784, 50) -> relu -> affine(50, 10) -> softmax_cross_entropy
-    }
-}
+// The main job's networks.
+#[allow(dead_code, reason = "the ranks train one of them")]
+#[path = "../../examples/mnist/nets.rs"]
+mod nets;
+use nets::TwoLayerNet;
 
 /// Steps of the equivalence check, and its global batch: 101 rows, so the two ranks' shares
 /// differ (51 and 50) and the weighting of their gradients is checked too.
